@@ -1,0 +1,59 @@
+"""Checkpoints: model weights as safetensors with the run's metadata as JSON in the header,
+and the resumable training state. Both are written atomically (temp file, then rename)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "kefer-1"
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_model(path: str | Path, state: dict, meta: dict, half: bool = False) -> None:
+    """Write ``state`` (name -> tensor) and ``meta`` (JSON-serialisable) to a .safetensors file.
+
+    ``meta`` holds what inference needs: classes, prompts, templates, text-encoder id, encoder,
+    input size, normalisation and the run config. ``half`` stores floating tensors as fp16.
+    """
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in state.items()
+    }
+    header = {"format": FORMAT, "kefer": json.dumps(meta)}
+    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_model(path: str | Path) -> tuple[dict, dict]:
+    """(state dict in fp32, metadata) from a file written by ``save_model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint: {e}") from e
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a kefer checkpoint (no '{FORMAT}' metadata).")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, json.loads(header["kefer"])
+
+
+def save_training_state(path: str | Path, state: dict) -> None:
+    """Write the resumable state (model, optimiser, scheduler, epoch, history, ...) atomically."""
+    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)

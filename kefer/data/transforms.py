@@ -1,0 +1,32 @@
+"""Image transforms: the paper's augmentation for training, plain resizing for evaluation."""
+from __future__ import annotations
+
+from torchvision.transforms import v2 as T
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
+    """RGB PIL image -> float tensor [3, img_size, img_size], normalised."""
+    return T.Compose([
+        T.ToImage(),
+        T.Resize((img_size, img_size), antialias=True),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean, std),
+    ])
+
+
+def train_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, rotation: float = 10.0) -> T.Compose:
+    """The recipe's augmentation: flip, rotation, RandomCrop(padding=4) with p=0.5, random erasing."""
+    return T.Compose([
+        T.ToImage(),
+        T.Resize((img_size, img_size), antialias=True),
+        T.RandomHorizontalFlip(),
+        T.RandomRotation(rotation),
+        T.RandomApply([T.RandomCrop(img_size, padding=4)], p=0.5),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean, std),
+        T.RandomErasing(scale=(0.02, 0.25)),
+    ])

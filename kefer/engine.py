@@ -1,0 +1,276 @@
+"""Training and evaluation loops: fit() runs one whole experiment into a run directory.
+
+A run directory holds config.json, history.csv, best.safetensors (selected on validation),
+last.pt (to resume), metrics.json (test evaluated once, at the end), confusion_matrix.png,
+tsne.png and curves.png.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import viz
+from .checkpoint import load_training_state, save_model, save_training_state
+from .config import Config
+from .data import build_dataset
+from .data.transforms import eval_transform, train_transform
+from .losses import LossConfig, total_loss
+from .metrics import classification_metrics
+from .model import KEFERModel, build_encoder
+from .text import check_template, encode_classes, load_text_encoder
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_loader(dataset, batch_size: int, train: bool, device: torch.device, workers: int | None,
+                seed: int = 0) -> DataLoader:
+    """A DataLoader; on CUDA with worker processes, pinned memory and persistent workers."""
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed) if train else None,
+    )
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA where supported (fp16 otherwise); nothing on CPU."""
+    if not (enabled and device.type == "cuda"):
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@torch.no_grad()
+def infer(model: KEFERModel, loader: DataLoader, device: torch.device, amp: bool = True, desc: str = "eval"):
+    """Run ``model`` over ``loader``: (logits [N, K], representations [N, d], labels [N]) on CPU."""
+    model.eval()
+    logits, feats, labels = [], [], []
+    for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2):
+        with autocast(device, amp):
+            f = model(to_device(x, device))
+        f = f.float()
+        logits.append(model.logits(f).cpu())
+        feats.append(f.cpu())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(feats), torch.cat(labels)
+
+
+def lr_lambda(cfg: Config, steps_per_epoch: int):
+    """Per-step LR factor: linear warm-up from warmup_lr, then cosine to 0."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    total = max(cfg.epochs * steps_per_epoch, warm + 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warm) / cfg.lr
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+
+    return factor
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossConfig, nu, device,
+                    amp: bool, desc: str) -> dict:
+    """One pass over ``loader``. Returns the mean of each loss term, 'loss' and 'train_accuracy'."""
+    model.train()
+    sums, correct, seen = {}, 0, 0
+    bar = tqdm(loader, desc=desc, leave=False, mininterval=1)
+    for x, y in bar:
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            f = model(x)
+        f = f.float()
+        loss, parts = total_loss(loss_cfg, f, model.text, y, nu, transform=model.transform, head=model.head)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"Loss became {loss.item()} (terms {parts}); lower --lr?")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            correct += (model.logits(f).argmax(1) == y).sum()
+        seen += len(y)
+        for k, v in {"loss": loss.detach(), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v * len(y)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    out = {k: float(v) / seen for k, v in sums.items()}
+    out["train_accuracy"] = float(correct) / seen
+    return out
+
+
+def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, prompts) -> dict:
+    """What inference needs to rebuild and use the model, stored inside the checkpoint."""
+    return {
+        "classes": list(classes),
+        "templates": list(cfg.templates),
+        "prompts": prompts,
+        "text_encoder": text_encoder_id,
+        "encoder": cfg.encoder,
+        "encoder_kwargs": cfg.encoder_kwargs,
+        "img_size": cfg.img_size,
+        "mean": list(model.encoder.mean),
+        "std": list(model.encoder.std),
+        "losses": cfg.losses,
+        "config": asdict(cfg),
+    }
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
+    """Train ``cfg`` into ``output``; select the best epoch on validation; test it once."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    last_path = output / "last.pt"
+    state = load_training_state(last_path) if resume and last_path.exists() else None
+    if resume and state is None:
+        print(f"[kefer] nothing to resume in {output}; starting fresh")
+    if state is not None:
+        cfg = Config.from_dict(state["config"])
+    cfg.save(output / "config.json")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form)
+    for template in cfg.templates:
+        check_template(template)
+
+    encoder = build_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, **cfg.encoder_kwargs)
+    mean, std = encoder.mean, encoder.std
+    train_set = build_dataset(cfg.dataset, cfg.data_root, "train",
+                              train_transform(cfg.img_size, mean, std, cfg.rotation),
+                              classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed)
+    classes = train_set.classes
+    val_set = build_dataset(cfg.dataset, cfg.data_root, "val", eval_transform(cfg.img_size, mean, std), classes=classes)
+    nu = classes.index("neutral") if "neutral" in classes else None
+    if loss_cfg.needs_neutral and nu is None:
+        raise ValueError(f"Losses {cfg.losses!r} need a 'neutral' class; {cfg.dataset} has {classes}.")
+
+    if "classifier" in loss_cfg.terms:
+        text, text_id, prompts = None, None, None
+    elif state is not None:
+        text, text_id, prompts = state["model"]["text"], state["text_encoder"], state["prompts"]
+    else:
+        text_encoder = load_text_encoder(cfg.text_encoder)
+        text, prompts = encode_classes(text_encoder, classes, cfg.templates)
+        text_id = text_encoder.id
+    model = KEFERModel(encoder, len(classes), text).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    train_loader = make_loader(train_set, cfg.batch_size, True, device, cfg.workers, cfg.seed)
+    val_loader = make_loader(val_set, cfg.batch_size * 2, False, device, cfg.workers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
+    scaler = torch.amp.GradScaler(enabled=cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    history, best, start = [], {"val_accuracy": -1.0, "epoch": -1}, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        print(f"[kefer] resuming {output} after epoch {state['epoch'] + 1}/{cfg.epochs}")
+    meta = checkpoint_meta(cfg, model, classes, text_id, prompts)
+    print(f"[kefer] {cfg.dataset}: {len(train_set)} train / {len(val_set)} val images, classes {classes}; "
+          f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}")
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, loss_cfg, nu, device,
+                                   cfg.amp, desc=f"epoch {epoch + 1}/{cfg.epochs}"))
+        logits, _, labels = infer(model, val_loader, device, cfg.amp, desc="val")
+        row["val_accuracy"] = float((logits.argmax(1) == labels).float().mean())
+        row["seconds"] = round(time.time() - t0, 1)
+        history.append(row)
+        write_history(output / "history.csv", history)
+        if row["val_accuracy"] > best["val_accuracy"]:
+            best = {"val_accuracy": row["val_accuracy"], "epoch": epoch + 1}
+            save_model(output / "best.safetensors", model.state_dict(), {**meta, **best})
+        save_training_state(last_path, {
+            "config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+            "epoch": epoch, "history": history, "best": best, "text_encoder": text_id, "prompts": prompts,
+        })
+        terms = " ".join(f"{k}={row[k]:.3f}" for k in ("loss", *loss_cfg.terms))
+        print(f"[kefer] epoch {epoch + 1}/{cfg.epochs} {terms} train_acc={row['train_accuracy']:.4f} "
+              f"val_acc={row['val_accuracy']:.4f} ({row['seconds']}s)")
+
+    from .recognizer import Recognizer
+
+    recognizer = Recognizer.from_checkpoint(output / "best.safetensors", device=device)
+    metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output, classes=cfg.classes, amp=cfg.amp)
+    metrics = {"val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], **metrics}
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    viz.plot_history(history, output / "curves.png")
+    print(f"[kefer] best epoch {best['epoch']} (val {best['val_accuracy']:.4f}); "
+          f"test accuracy {metrics['test_accuracy']:.4f}, mean per-class {metrics['test_mean_accuracy']:.4f}")
+    return metrics
+
+
+def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | None = None,
+             classes: list[str] | None = None, amp: bool = True, split: str = "test") -> dict:
+    """Test ``recognizer`` on a dataset split, also across datasets.
+
+    Dataset classes are matched to the model's by name; predictions are restricted to the shared
+    classes (e.g. FER+ 8 -> CK+ 7). Writes confusion_matrix.png and tsne.png into ``plots_dir``.
+    """
+    model, device = recognizer.model, recognizer.device
+    data = build_dataset(dataset, data_root, split, recognizer.transform, classes=classes)
+    missing = [c for c in data.classes if c not in recognizer.classes]
+    if missing:
+        raise ValueError(f"The model has no class(es) {missing} of {dataset}; it knows {recognizer.classes}.")
+    idx = torch.tensor([recognizer.classes.index(c) for c in data.classes])
+    logits, feats, labels = infer(model, make_loader(data, 128, False, device, 0), device, amp, desc=split)
+    pred = logits[:, idx].argmax(1)
+    m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
+    out = {
+        "dataset": dataset, "split": split,
+        "test_accuracy": m["accuracy"], "test_mean_accuracy": m["mean_accuracy"],
+        "per_class_accuracy": m["per_class_accuracy"], "confusion_matrix": m["confusion_matrix"],
+        "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped),
+    }
+    if plots_dir is not None:
+        title = f"{recognizer.name} on {dataset}/{split}"
+        viz.plot_confusion(m["confusion_matrix"], data.classes, Path(plots_dir) / "confusion_matrix.png", title)
+        anchors = model.anchors()[idx].cpu()
+        viz.plot_tsne(feats, labels, anchors, data.classes, Path(plots_dir) / "tsne.png", title,
+                      anchor_kind="classifier weights" if model.is_classifier else "text anchors")
+    return out

@@ -1,0 +1,44 @@
+"""Evaluate a checkpoint on a dataset, also across datasets, printing the metrics as JSON.
+
+    python -m kefer.evaluate --checkpoint runs/x --dataset ckplus --data-root ../shared/data/ckplus
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .engine import evaluate
+from .recognizer import load
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kefer.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="a .safetensors checkpoint, a run directory, or an assets/ model name "
+                                        "(default: the default model)")
+    p.add_argument("--dataset", default="ferplus", help="ferplus, ckplus or folder")
+    p.add_argument("--data-root", help="dataset root (default: $KEFER_DATA/<dataset> or ../shared/data/<dataset>)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--classes", help="comma-separated classes to keep (default: the dataset's own)")
+    p.add_argument("--plots", help="folder for confusion_matrix.png and tsne.png")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", help="also write the JSON to this file")
+    args = p.parse_args(argv)
+    try:
+        rec = load(args.checkpoint, device=args.device)
+        classes = args.classes.split(",") if args.classes else None
+        metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps({"checkpoint": str(args.checkpoint), **metrics}, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The paper's losses (METHOD.md, Eq. 4-11) and the classifier baseline.
+
+Shapes: ``f`` [B, d] visual representations, ``n`` [B, d] their neutral transforms G(f),
+``text`` [K, d] frozen class text embeddings, ``y`` [B] class indices, ``nu`` the neutral index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+TAU = 0.01
+MARGIN = 2.0
+TERMS = ("ce", "t", "sc", "infonce", "classifier")
+
+
+def similarity(f: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: cosine similarities [B, K]."""
+    return F.normalize(f, dim=-1) @ F.normalize(text, dim=-1).T
+
+
+def knowledge_ce(f, text, y, tau: float = TAU) -> torch.Tensor:
+    """Eq. 5: cross-entropy over softmax(cos(f, t_k) / tau)."""
+    return F.cross_entropy(similarity(f, text) / tau, y)
+
+
+def transformation_loss(f, n, text, y, nu: int) -> torch.Tensor:
+    """Eq. 9: mean over non-neutral samples of 1 - cos(f - n, t_y - t_nu); 0 if there are none."""
+    keep = y != nu
+    if not keep.any():
+        return f.sum() * 0.0
+    delta_f = (f - n)[keep]
+    delta_t = text[y[keep]] - text[nu]
+    return (1 - F.cosine_similarity(delta_f, delta_t, dim=-1)).mean()
+
+
+def self_contrast(f, n, text, y, nu: int, form: str = "per-sample", margin: float = MARGIN) -> torch.Tensor:
+    """Eq. 10: pull f toward its class text, push its neutral transform n away; 0 if no non-neutral.
+
+    ``per-sample``: mean_i [m - cos(t_yi, f_i) + cos(t_yi, n_i)] (the paper).
+    ``pairwise``:  mean_ij [m - cos(t_yi, f_j) + cos(t_yi, n_j)] (the public script).
+    """
+    keep = y != nu
+    if not keep.any():
+        return f.sum() * 0.0
+    anchors = F.normalize(text[y[keep]], dim=-1)
+    pos = F.normalize(f[keep], dim=-1)
+    neg = F.normalize(n[keep], dim=-1)
+    if form == "per-sample":
+        return (margin - (anchors * pos).sum(-1) + (anchors * neg).sum(-1)).mean()
+    if form == "pairwise":
+        return (margin - anchors @ pos.T + anchors @ neg.T).mean()
+    raise ValueError(f"Unknown self-contrast form {form!r}; use 'per-sample' or 'pairwise'.")
+
+
+def info_nce(f, n, text, y, nu: int, tau: float = TAU) -> torch.Tensor:
+    """Fig. 4 alternative to L_sc: InfoNCE with anchor t_y, positive f, negative n; 0 if no non-neutral."""
+    keep = y != nu
+    if not keep.any():
+        return f.sum() * 0.0
+    anchors = F.normalize(text[y[keep]], dim=-1)
+    pos = (anchors * F.normalize(f[keep], dim=-1)).sum(-1)
+    neg = (anchors * F.normalize(n[keep], dim=-1)).sum(-1)
+    logits = torch.stack([pos, neg], dim=1) / tau
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=f.device))
+
+
+@dataclass
+class LossConfig:
+    """Which terms are on (a Table 2 row) and their weights."""
+
+    terms: tuple[str, ...] = ("ce", "t", "sc")
+    weights: dict | None = None
+    sc_form: str = "per-sample"
+    tau: float = TAU
+
+    def __post_init__(self):
+        unknown = set(self.terms) - set(TERMS)
+        if unknown or not self.terms:
+            raise ValueError(f"Unknown loss term(s) {sorted(unknown)}; choose from {TERMS}.")
+        if "classifier" in self.terms and len(self.terms) > 1:
+            raise ValueError("The classifier baseline is a loss of its own; don't combine it with others.")
+        if {"sc", "infonce"} <= set(self.terms):
+            raise ValueError("'infonce' replaces 'sc'; use one of them.")
+
+    @property
+    def needs_neutral(self) -> bool:
+        return bool({"t", "sc", "infonce"} & set(self.terms))
+
+    def weight(self, term: str) -> float:
+        return (self.weights or {}).get(term, 1.0)
+
+
+def total_loss(cfg: LossConfig, f, text, y, nu: int | None, transform=None, head=None) -> tuple[torch.Tensor, dict]:
+    """Eq. 11: sum of the weighted terms. Returns (loss, {term: detached value}).
+
+    ``transform`` is G (needed by t / sc / infonce), ``head`` the baseline's linear classifier.
+    """
+    parts = {}
+    if "classifier" in cfg.terms:
+        parts["classifier"] = F.cross_entropy(head(f), y)
+    if "ce" in cfg.terms:
+        parts["ce"] = knowledge_ce(f, text, y, cfg.tau)
+    if cfg.needs_neutral:
+        n = transform(f)
+        if "t" in cfg.terms:
+            parts["t"] = transformation_loss(f, n, text, y, nu)
+        if "sc" in cfg.terms:
+            parts["sc"] = self_contrast(f, n, text, y, nu, cfg.sc_form)
+        if "infonce" in cfg.terms:
+            parts["infonce"] = info_nce(f, n, text, y, nu, cfg.tau)
+    loss = sum(cfg.weight(k) * v for k, v in parts.items())
+    return loss, {k: v.detach() for k, v in parts.items()}

@@ -1,0 +1,117 @@
+"""The visual side: an encoder from timm (or the pretrained registry), its projection into the
+text space, the transformation network G, and the classifier baseline's head."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .losses import TAU, similarity
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
+    """Load a state dict file (safetensors, or torch with an optional 'state_dict' key) into ``encoder``.
+
+    Classifier heads are ignored. Returns {'loaded': n, 'missing': [...], 'unexpected': [...]};
+    raises ValueError if the file matches none of the encoder's weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Encoder weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = encoder.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(
+            f"{path} matches none of the {type(encoder).__name__} weights (first keys: "
+            f"{list(state)[:3]}); is it for another architecture?"
+        )
+    result = encoder.load_state_dict(matched, strict=False)
+    report = {"loaded": len(matched), "missing": result.missing_keys,
+              "unexpected": sorted(set(state) - set(matched))}
+    print(f"[kefer] {path.name}: loaded {report['loaded']} tensors, {len(report['missing'])} missing, "
+          f"{len(report['unexpected'])} unused")
+    return report
+
+
+def build_encoder(name: str, img_size: int, weights: str | None = None, pretrained: bool = True,
+                  **kwargs) -> nn.Module:
+    """A feature extractor ``x [B, 3, H, W] -> [B, F]`` with ``.num_features``, ``.mean``, ``.std``.
+
+    ``name`` is a kefer pretrained-registry name (e.g. ``facenet-casia``) or any timm model name,
+    built from scratch (timm never downloads here) or from a ``weights`` file. ``pretrained=False``
+    builds the bare architecture (used when a checkpoint's weights replace it anyway).
+    """
+    from . import pretrained as registry
+
+    if registry.is_pretrained(name):
+        return registry.create_encoder(name, img_size=img_size, pretrained=pretrained)
+    if name not in timm.list_models():
+        raise ValueError(
+            f"Unknown encoder {name!r}: not a kefer pretrained encoder ({registry.list_encoders()}) "
+            f"nor a timm model (see timm.list_models(), e.g. resnet18, swin_tiny_patch4_window7_224, "
+            f"vit_base_patch16_224)."
+        )
+    try:
+        encoder = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size, **kwargs)
+    except TypeError:  # CNNs take any input size and have no img_size argument
+        encoder = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    encoder.mean, encoder.std = IMAGENET_MEAN, IMAGENET_STD
+    if weights and pretrained:
+        load_encoder_weights(encoder, weights)
+    return encoder
+
+
+class TransformationNet(nn.Module):
+    """G (Eq. 6): expression representation -> its neutral counterpart, [B, d] -> [B, d]."""
+
+    def __init__(self, dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)
+
+
+class KEFERModel(nn.Module):
+    """Encoder + projection into the text space, scored against frozen text embeddings.
+
+    With ``text`` [K, d] the logits are cos(f, t_k) / tau (knowledge mode); with ``text=None`` it
+    is the classifier baseline: a linear head on the encoder features.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, text: torch.Tensor | None = None):
+        super().__init__()
+        self.encoder = encoder
+        feat = encoder.num_features
+        self.dim = feat if text is None else text.shape[1]
+        self.proj = nn.Linear(feat, self.dim) if feat != self.dim else nn.Identity()
+        self.transform = TransformationNet(self.dim) if text is not None else None
+        self.head = nn.Linear(self.dim, num_classes) if text is None else None
+        self.register_buffer("text", None if text is None else text.clone().float())
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.text is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, H, W] -> representations f [B, d] (not normalised)."""
+        return self.proj(self.encoder(x))
+
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        """[B, d] -> [B, K]: cos(f, t_k) / tau, or the baseline head."""
+        return self.head(f) if self.is_classifier else similarity(f, self.text) / TAU
+
+    def anchors(self) -> torch.Tensor:
+        """Class anchors in representation space [K, d]: text embeddings, or the head's weights."""
+        return self.head.weight.detach() if self.is_classifier else self.text

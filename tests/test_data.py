@@ -1,0 +1,70 @@
+"""Datasets: FER+ majority protocol against the published counts, folders, bad images."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from kefer.data import build_dataset, read_folder
+from kefer.data.ferplus import majority_label, read_split
+from kefer.data.vocab import canonical
+
+
+def test_majority_label_rules():
+    # neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+    assert majority_label([6, 0, 1, 1, 0, 0, 0, 0, 2, 0]) == 0
+    assert majority_label([5, 0, 0, 1, 3, 1, 0, 0, 0, 0]) == 0      # 1-votes dropped: 5 > 8/2 (not 5 > 10/2)
+    assert majority_label([4, 4, 0, 0, 0, 0, 0, 0, 2, 0]) is None   # no class over half
+    assert majority_label([0, 2, 0, 0, 0, 0, 0, 0, 8, 0]) is None   # unknown wins
+    assert majority_label([0, 0, 0, 0, 0, 0, 0, 0, 0, 10]) is None  # not a face
+
+
+def test_ferplus_majority_counts_match_the_published_ones(ferplus_root):
+    counts = {s: len(read_split(ferplus_root, s)) for s in ("train", "val", "test")}
+    assert counts == {"train": 25045, "val": 3191, "test": 3137}
+
+
+def test_ferplus_images_become_rgb(ferplus_root):
+    ds = build_dataset("ferplus", ferplus_root, "val", max_samples=5)
+    img, label = ds[0]
+    assert img.mode == "RGB" and img.size == (48, 48) and 0 <= label < 8
+    assert len(ds) == 5 and ds.classes[0] == "neutral"
+
+
+def test_ckplus_defaults_to_seven_classes_without_contempt(ckplus_root):
+    ds = build_dataset("ckplus", ckplus_root, "test")
+    assert ds.classes == ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"]
+    assert len(ds) == 890 - 17 and max(ds.targets) == 6
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--data-root"):
+        build_dataset("ferplus", tmp_path / "nope", "train")
+    with pytest.raises(FileNotFoundError, match="label.csv"):
+        build_dataset("ferplus", tmp_path, "train")
+
+
+def test_unknown_dataset_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        build_dataset("raf", tmp_path, "train")
+
+
+def test_folder_maps_synonyms_and_skips_corrupt_images(tmp_path):
+    for name in ("Happy", "sad", "neutral"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.full((20, 20), 128, np.uint8)).save(tmp_path / name / "a.png")  # greyscale
+    (tmp_path / "sad" / "broken.png").write_bytes(b"not a png at all")
+    samples, classes = read_folder(tmp_path)
+    assert classes == ["neutral", "happiness", "sadness"]
+    with pytest.warns(UserWarning, match="skipped 1"):
+        ds = build_dataset("folder", tmp_path, "test")
+    assert len(ds) == 3 and len(ds.skipped) == 1
+    assert ds[0][0].mode == "RGB"
+
+
+def test_folder_without_splits_cannot_train(tmp_path):
+    (tmp_path / "neutral").mkdir()
+    with pytest.raises(FileNotFoundError, match="train"):
+        build_dataset("folder", tmp_path, "train")
+
+
+def test_vocabulary():
+    assert canonical("Happy") == "happiness" and canonical("ANGRY") == "anger" and canonical("fear") == "fear"

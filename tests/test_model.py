@@ -1,0 +1,47 @@
+"""Visual encoders through timm, projection into the text space, encoder weight files."""
+import pytest
+import timm
+import torch
+
+from kefer.model import KEFERModel, build_encoder, load_encoder_weights
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown encoder"):
+        build_encoder("resnet-eighteen", 64)
+
+
+def test_projection_maps_into_the_text_dimension():
+    text = torch.nn.functional.normalize(torch.randn(8, 384), dim=-1)
+    model = KEFERModel(build_encoder("resnet18", 64), 8, text).eval()
+    f = model(torch.randn(2, 3, 64, 64))
+    assert f.shape == (2, 384)
+    assert model.logits(f).shape == (2, 8)
+    assert model.transform(f).shape == (2, 384)
+
+
+def test_classifier_baseline_has_a_head_and_no_text():
+    model = KEFERModel(build_encoder("resnet18", 64), 7, None).eval()
+    assert model.is_classifier and model.transform is None
+    assert model.logits(model(torch.randn(2, 3, 64, 64))).shape == (2, 7)
+
+
+def test_swin_tiny_at_112_px_with_patch_2():
+    enc = build_encoder("swin_tiny_patch4_window7_224", 112, patch_size=2)
+    assert enc(torch.randn(1, 3, 112, 112)).shape == (1, enc.num_features)
+
+
+def test_encoder_weights_file_is_loaded_and_reported(tmp_path):
+    source = timm.create_model("resnet18", num_classes=10)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "w.pth")
+    enc = build_encoder("resnet18", 64)
+    report = load_encoder_weights(enc, tmp_path / "w.pth")
+    assert report["loaded"] == len(enc.state_dict())
+    assert report["unexpected"] == ["fc.bias", "fc.weight"]
+    assert torch.equal(enc.conv1.weight, source.conv1.weight)
+
+
+def test_incompatible_weights_file_is_refused(tmp_path):
+    torch.save({"layer.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="matches none"):
+        load_encoder_weights(build_encoder("resnet18", 64), tmp_path / "other.pt")

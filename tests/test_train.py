@@ -1,0 +1,133 @@
+"""End to end on real FER+ data: train.py, run outputs, evaluation, the Python API, resume."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kefer
+from kefer.recognizer import ASSETS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "cpu", "--max-train-samples", "400", "--batch-size", "32"]
+
+
+def run_cli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, **kw)
+
+
+def history(run: Path) -> list[dict]:
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run(ferplus_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
+                "--epochs", "3", "--output", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_run_writes_every_output_and_the_loss_falls(run):
+    for name in ("config.json", "history.csv", "metrics.json", "best.safetensors", "last.pt",
+                 "confusion_matrix.png", "tsne.png", "curves.png"):
+        assert (run / name).is_file(), name
+    rows = history(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"ce", "t", "sc", "train_accuracy", "val_accuracy"} <= set(rows[0])
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "test_mean_accuracy", "per_class_accuracy", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["n"] == 3137 and np.asarray(metrics["confusion_matrix"]).sum() == 3137
+    assert metrics["val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)
+    assert json.loads((run / "config.json").read_text())["max_train_samples"] == 400
+
+
+def test_evaluate_cli_reloads_the_checkpoint(run):
+    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run), "--dataset", "ferplus")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["test_accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_cross_dataset_to_ckplus_seven_classes(run, ckplus_root, tmp_path):
+    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run / "best.safetensors"), "--dataset", "ckplus",
+                "--data-root", str(ckplus_root), "--plots", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert len(out["classes"]) == 7 and "contempt" not in out["classes"] and out["n"] == 873
+    assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "tsne.png").is_file()
+
+
+def test_python_api(run, ferplus_root):
+    rec = kefer.load(run)
+    assert rec.classes[0] == "neutral" and len(rec.classes) == 8 and rec.neutral_index == 0
+    face = ferplus_root / "FER2013Test" / sorted(os.listdir(ferplus_root / "FER2013Test"))[0]
+    from PIL import Image
+    pil = Image.open(face)
+    grey = np.asarray(pil)
+    rgb = np.stack([grey] * 3, -1)
+    probs = rec.predict([pil, grey, rgb])
+    assert probs.shape == (3, 8) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.allclose(probs[0], probs[2], atol=1e-5)
+    emb = rec.embed(rgb)
+    assert emb.shape == (1, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+    rec.set_prompts(classes=[*rec.classes, "confusion"])
+    assert rec.predict(pil).shape == (1, 9) and rec.classes[-1] == "confusion"
+    before = rec.text_embeddings.copy()
+    rec.set_prompts(template="A face showing [CLS].")
+    assert not np.allclose(before, rec.text_embeddings)
+    with pytest.raises(ValueError, match=r"\[CLS\]"):
+        rec.set_prompts(template="no placeholder")
+    rec.reset_prompts()
+    assert len(rec.classes) == 8 and rec.predict(pil) == pytest.approx(probs[:1], abs=1e-5)
+
+
+def test_load_default_model():
+    if (ASSETS / "default.safetensors").exists():
+        assert len(kefer.load().classes) >= 7
+    else:
+        with pytest.raises(FileNotFoundError, match="train.py"):
+            kefer.load()
+
+
+def test_resume_after_a_kill(ferplus_root, tmp_path):
+    args = ["train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
+            "--max-train-samples", "200", "--epochs", "3", "--output", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (tmp_path / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = history(tmp_path)
+    assert 1 <= len(done) < 3, "the run should have been killed part-way"
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {tmp_path} after epoch {len(done)}/3" in r.stdout
+    rows = history(tmp_path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert rows[: len(done)] == done
+    assert (tmp_path / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data-root", "/nonexistent/ferplus"], "Data root"),
+    (["--encoder", "resnet-eighteen"], "Unknown encoder"),
+    (["--template", "A photo of a face."], "[CLS]"),
+    (["--losses", "ce,magic"], "Unknown loss term"),
+])
+def test_bad_input_is_a_clear_error(args, message, tmp_path):
+    r = run_cli("train.py", "--dataset", "ferplus", *TINY, "--epochs", "1", "--output", str(tmp_path), *args)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
