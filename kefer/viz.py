@@ -59,7 +59,10 @@ def plot_tsne(feats, labels, anchors, classes: list[str], path: str | Path, titl
         sel = labels == k
         ax.scatter(pts[sel, 0], pts[sel, 1], s=5, alpha=0.5, color=colors(k % 10), label=c)
         ax.scatter(*anc[k], s=250, marker="*", color=colors(k % 10), edgecolor="black", linewidth=1.2)
-        ax.annotate(c, anc[k], xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold")
+        angle = 2 * np.pi * k / len(classes)  # fan labels out so anchors that sit close stay readable
+        ax.annotate(c, anc[k], xytext=(28 * np.cos(angle), 28 * np.sin(angle)), textcoords="offset points",
+                    fontsize=9, weight="bold", ha="center", va="center", color=colors(k % 10),
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     ax.set_title(f"{title}\n(points: faces by true class; stars: {anchor_kind})", fontsize=9)
     ax.legend(markerscale=3, fontsize=7, loc="best")
     ax.set_xticks([])

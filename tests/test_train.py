@@ -131,3 +131,13 @@ def test_bad_input_is_a_clear_error(args, message, tmp_path):
     r = run_cli("train.py", "--dataset", "ferplus", *TINY, "--epochs", "1", "--output", str(tmp_path), *args)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_half_precision_keeps_predictions(run, ferplus_root, tmp_path):
+    r = run_cli("-m", "kefer.export", str(run), str(tmp_path / "m.safetensors"), "--command", "train.py ...")
+    assert r.returncode == 0, r.stderr[-3000:]
+    shipped = kefer.load(tmp_path / "m.safetensors")
+    assert shipped.meta["train_command"] == "train.py ..." and "test_accuracy" in shipped.meta["metrics"]
+    assert (tmp_path / "m.safetensors").stat().st_size < 0.6 * (run / "best.safetensors").stat().st_size
+    faces = [np.asarray(kefer.recognizer.as_rgb(np.full((48, 48), v, np.uint8))) for v in (40, 200)]
+    assert np.allclose(shipped.predict(faces), kefer.load(run).predict(faces), atol=2e-2)

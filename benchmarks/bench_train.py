@@ -1,0 +1,74 @@
+"""Training and inference throughput of a preset on real FER+ batches, and the FER+ epoch time
+it implies (25,045 training + 3,191 validation images).
+
+    python benchmarks/bench_train.py --preset cpu --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+import sys
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kefer.config import preset  # noqa: E402
+from kefer.data import build_dataset  # noqa: E402
+from kefer.data.transforms import eval_transform, train_transform  # noqa: E402
+from kefer.engine import infer, make_loader, resolve_device, to_device, autocast  # noqa: E402
+from kefer.losses import LossConfig, total_loss  # noqa: E402
+from kefer.model import KEFERModel, build_encoder  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--data-root")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    cfg = preset(args.preset)
+    device = resolve_device(args.device)
+    encoder = build_encoder(cfg.encoder, cfg.img_size, **cfg.encoder_kwargs)
+    n = cfg.batch_size * (args.steps + 2)
+    data = build_dataset("ferplus", args.data_root, "train", train_transform(cfg.img_size, encoder.mean, encoder.std),
+                         max_samples=n)
+    text = torch.nn.functional.normalize(torch.randn(8, 384), dim=-1)
+    model = KEFERModel(encoder, 8, text).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_cfg = LossConfig(cfg.loss_terms)
+    times = []
+    model.train()
+    t = time.perf_counter()
+    for i, (x, y) in enumerate(make_loader(data, cfg.batch_size, True, device, cfg.workers)):
+        x, y = to_device(x, device), y.to(device)
+        with autocast(device, cfg.amp):
+            f = model(x)
+        loss, _ = total_loss(loss_cfg, f.float(), model.text, y, 0, transform=model.transform)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:  # warm-up steps excluded
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+    train_ips = cfg.batch_size / statistics.median(times)
+    data.transform = eval_transform(cfg.img_size, encoder.mean, encoder.std)
+    t = time.perf_counter()
+    infer(model, make_loader(data, cfg.batch_size * 2, False, device, cfg.workers), device, cfg.amp)
+    infer_ips = len(data) / (time.perf_counter() - t)
+    epoch_s = 25045 / train_ips + 3191 / infer_ips
+    print(f"hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
+    print(f"preset {args.preset}: {cfg.encoder} @ {cfg.img_size}px, batch {cfg.batch_size}")
+    print(f"train: {train_ips:.0f} img/s (median of {len(times)} steps, data loading and augmentation included)")
+    print(f"inference: {infer_ips:.0f} img/s (data loading included)")
+    print(f"estimated FER+ epoch: {epoch_s:.0f} s; {cfg.epochs} epochs: {cfg.epochs * epoch_s / 60:.0f} min")
+
+
+if __name__ == "__main__":
+    main()
