@@ -26,7 +26,8 @@ def parse_weights(text: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="paper-r18", choices=sorted(PRESETS))
-    p.add_argument("--dataset", help="ferplus, ckplus or folder")
+    p.add_argument("--dataset", help="ferplus, rafdb, affectnet7, affectnet8, ckplus-original (with :fold=k/n), "
+                                     "folder; options after a colon, e.g. rafdb:val=0.2,images=original")
     p.add_argument("--data-root", help="default: $KEFER_DATA/<dataset>, else ../shared/data/<dataset>")
     p.add_argument("--classes", help="comma-separated class names to keep, in order")
     p.add_argument("--encoder", help="timm model name (resnet18, swin_tiny_patch4_window7_224, "
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--balance", choices=["none", "oversample"],
+                   help="oversample: draw training images class-balanced (the paper's AffectNet recipe)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--workers", type=int)
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None)

@@ -15,6 +15,7 @@ class Config:
     data_root: str | None = None
     classes: list[str] | None = None      # None: the dataset's own classes
     max_train_samples: int | None = None
+    balance: str = "none"                 # "oversample": class-balanced sampling of training images
     # model
     encoder: str = "resnet18"
     encoder_weights: str | None = None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from . import viz
@@ -45,14 +45,26 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loader(dataset, batch_size: int, train: bool, device: torch.device, workers: int | None,
-                seed: int = 0) -> DataLoader:
-    """A DataLoader; on CUDA with worker processes, pinned memory and persistent workers."""
+                seed: int = 0, balance: str = "none") -> DataLoader:
+    """A DataLoader; on CUDA with worker processes, pinned memory and persistent workers.
+
+    ``balance='oversample'`` (training only) draws each epoch's samples with replacement so that
+    every class is drawn equally often on average (rare classes are repeated).
+    """
+    if balance not in ("none", "oversample"):
+        raise ValueError(f"balance must be 'none' or 'oversample', not {balance!r}.")
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    generator = torch.Generator().manual_seed(seed) if train else None
+    sampler = None
+    if train and balance == "oversample":
+        targets = torch.as_tensor(dataset.targets)
+        weights = 1.0 / torch.bincount(targets).double()[targets]
+        sampler = WeightedRandomSampler(weights, len(dataset), replacement=True, generator=generator)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
-        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed) if train else None,
+        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        drop_last=train and len(dataset) > batch_size, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0, generator=generator,
     )
 
 
@@ -192,7 +204,7 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
-    train_loader = make_loader(train_set, cfg.batch_size, True, device, cfg.workers, cfg.seed)
+    train_loader = make_loader(train_set, cfg.batch_size, True, device, cfg.workers, cfg.seed, cfg.balance)
     val_loader = make_loader(val_set, cfg.batch_size * 2, False, device, cfg.workers)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)

@@ -1,14 +1,21 @@
 """Face datasets: one ``FaceDataset`` over (image, label) samples, built by name.
 
-Datasets:
-- ``ferplus``: the official FER+ layout (see ``ferplus.py``), 8 classes, majority labels.
+Datasets (``READERS``; each reader returns a split's samples and the dataset's classes):
+- ``ferplus``: the official FER+ layout (``ferplus.py``), 8 classes, majority labels.
 - ``ckplus``: a folder with one sub-folder per class (as in ``../shared/data/ckplus``); only a
-  ``test`` split, 7 classes by default (contempt dropped, as in the paper's cross-dataset protocol).
+  ``test`` split.
 - ``folder``: any ``<root>/<class>/*`` tree, or ``<root>/{train,val,test}/<class>/*``.
+- ``rafdb``: RAF-DB basic (``rafdb.py``), 7 classes.
+- ``affectnet7`` / ``affectnet8``: AffectNet (``affectnet.py``), without / with contempt.
+- ``ckplus-original``: the CK+ release (``ckplus.py``), first and last frames of labelled sequences.
+CK+ and ``affectnet7`` leave contempt out unless ``classes`` asks for it (the paper's 7 classes).
+A name may carry its reader's options after a colon, e.g. ``rafdb:val=0.2,seed=1``,
+``rafdb:images=original`` or ``ckplus-original:fold=1/10``.
 Class names are mapped onto the shared vocabulary (``vocab.py``).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -19,23 +26,25 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from . import ferplus
+from . import affectnet, ckplus, ferplus, rafdb
 from .vocab import EXPRESSIONS, canonical
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-DATASETS = ("ferplus", "ckplus", "folder")
-CKPLUS_CLASSES = [c for c in EXPRESSIONS if c != "contempt"]
 
 
-def open_rgb(path) -> Image.Image:
-    """Read an image file as 3-channel RGB (greyscale is replicated)."""
+def open_rgb(path, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """Read an image file as 3-channel RGB (greyscale is replicated), cropped to ``box`` (x, y, w, h)."""
     with Image.open(path) as im:
+        if box is not None:
+            x, y, w, h = box
+            im = im.crop((x, y, x + w, y + h))
         return im.convert("RGB")
 
 
 class FaceDataset(Dataset):
     """Face images with integer labels over ``classes``.
 
+    ``samples`` are (path, label) or (path, label, face box (x, y, w, h)) tuples.
     Unreadable images are skipped at construction and counted in ``skipped`` (never a crash).
     With ``preload`` the decoded images are kept in memory (FER+ is 48x48: about 70 MB).
     Items are ``(transform(image), label)``.
@@ -45,11 +54,12 @@ class FaceDataset(Dataset):
                  preload: bool = True, desc: str = "images"):
         self.classes = list(classes)
         self.transform = transform
-        self.samples, self.images, self.skipped = [], [], []
-        for path, label in tqdm(samples, desc=f"reading {desc}", leave=False, mininterval=2):
+        self.samples, self.boxes, self.images, self.skipped = [], [], [], []
+        for path, label, *box in tqdm(samples, desc=f"reading {desc}", leave=False, mininterval=2):
+            box = box[0] if box else None
             try:
                 if preload:
-                    self.images.append(np.asarray(open_rgb(path)))
+                    self.images.append(np.asarray(open_rgb(path, box)))
                 else:
                     with Image.open(path) as im:
                         im.verify()
@@ -57,6 +67,7 @@ class FaceDataset(Dataset):
                 self.skipped.append((str(path), str(e)))
                 continue
             self.samples.append((Path(path), int(label)))
+            self.boxes.append(box)
         if self.skipped:
             warnings.warn(f"{desc}: skipped {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0][0]}")
 
@@ -69,7 +80,7 @@ class FaceDataset(Dataset):
 
     def image(self, i: int) -> Image.Image:
         """The i-th image as RGB PIL, untransformed."""
-        return Image.fromarray(self.images[i]) if self.images else open_rgb(self.samples[i][0])
+        return Image.fromarray(self.images[i]) if self.images else open_rgb(self.samples[i][0], self.boxes[i])
 
     def __getitem__(self, i: int):
         img = self.image(i)
@@ -101,6 +112,39 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tupl
     return samples, classes
 
 
+def read_ckplus_folder(root: Path, split: str) -> tuple[list[tuple[Path, int]], list[str]]:
+    """The ``ckplus`` folder tree: a cross-dataset test set."""
+    if split != "test":
+        raise ValueError("ckplus is a cross-dataset test set: only split 'test' exists.")
+    return read_folder(root)
+
+
+def read_folder_split(root: Path, split: str) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``<root>/<split>/<class>/*``; a flat ``<root>/<class>/*`` tree serves as the test split."""
+    if (root / split).is_dir():
+        return read_folder(root / split)
+    if split != "test":
+        raise FileNotFoundError(
+            f"{root} has no {split}/ folder; a folder dataset for training needs "
+            f"<root>/train/<class>/ and <root>/val/<class>/ (a flat <root>/<class>/ tree is test-only)."
+        )
+    return read_folder(root)
+
+
+READERS = {
+    "ferplus": ferplus.read,
+    "ckplus": read_ckplus_folder,
+    "folder": read_folder_split,
+    "rafdb": rafdb.read,
+    "affectnet7": affectnet.read,
+    "affectnet8": affectnet.read,
+    "ckplus-original": ckplus.read,
+}
+DATASETS = tuple(READERS)
+WITHOUT_CONTEMPT = {"ckplus", "ckplus-original", "affectnet7"}
+ON_DISK = {"affectnet7", "affectnet8"}  # too large to keep decoded in memory: read every epoch
+
+
 def default_root(name: str) -> Path:
     """``$KEFER_DATA/<name>`` if set, else ``../shared/data/<name>`` next to the project."""
     if os.environ.get("KEFER_DATA"):
@@ -116,6 +160,48 @@ def sample(samples: list, n: int | None, seed: int = 0) -> list:
     return [samples[i] for i in sorted(keep.tolist())]
 
 
+def parse_name(name: str) -> tuple[str, dict]:
+    """'rafdb:val=0.2,images=original' -> ('rafdb', {'val': 0.2, 'images': 'original'})."""
+    base, _, text = name.partition(":")
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Dataset option {item!r} in {name!r} is not key=value.")
+        options[key.strip()] = option_value(value.strip())
+    return base, options
+
+
+def option_value(text: str) -> int | float | str:
+    """'3' -> 3, '0.2' -> 0.2, anything else stays text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read(name: str, root: Path, split: str) -> tuple[list[tuple], list[str]]:
+    """The samples of ``split`` and the classes, from the reader of dataset ``name`` (with options)."""
+    base, options = parse_name(name)
+    reader = READERS[base]
+    accepted = list(inspect.signature(reader).parameters)[2:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"Dataset {base!r} has no option(s) {unknown}; it takes {accepted or 'none'}.")
+    return reader(root, split, **options)
+
+
+def restrict(samples: list[tuple], classes: list[str], keep: list[str], name: str) -> list[tuple]:
+    """The samples of classes ``keep`` only, relabelled by their position in ``keep``."""
+    unknown = [c for c in keep if c not in classes]
+    if unknown:
+        raise ValueError(f"{name} has no class(es) {unknown}; it has {classes}.")
+    remap = {classes.index(c): k for k, c in enumerate(keep)}
+    return [(s[0], remap[s[1]], *s[2:]) for s in samples if s[1] in remap]
+
+
 def build_dataset(name: str, root: str | Path | None, split: str, transform=None,
                   classes: list[str] | None = None, max_samples: int | None = None,
                   seed: int = 0) -> FaceDataset:
@@ -123,37 +209,22 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform=None
 
     ``classes`` restricts and orders the classes; ``max_samples`` keeps a seeded random subset.
     """
-    root = Path(root) if root else default_root(name)
+    base = parse_name(name)[0]
+    if base not in READERS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+    root = Path(root) if root else default_root(base)
     if not root.is_dir():
         raise FileNotFoundError(
             f"Data root for {name!r} not found: {root}. Pass --data-root, or set KEFER_DATA to a "
-            f"folder holding {name}/."
+            f"folder holding {base}/."
         )
-    desc = f"{name}/{split}"
-    if name == "ferplus":
-        samples = ferplus.read_split(root, split)
-        all_classes = ferplus.CLASSES
-        if classes is not None:
-            keep = [canonical(c) for c in classes]
-            unknown = set(keep) - set(all_classes)
-            if unknown:
-                raise ValueError(f"FER+ has no class(es) {sorted(unknown)}; it has {all_classes}.")
-            remap = {all_classes.index(c): k for k, c in enumerate(keep)}
-            samples = [(p, remap[y]) for p, y in samples if y in remap]
-            all_classes = keep
-        return FaceDataset(sample(samples, max_samples, seed), all_classes, transform, desc=desc)
-    if name in ("ckplus", "folder"):
-        if name == "ckplus":
-            if split != "test":
-                raise ValueError("ckplus is a cross-dataset test set: only split 'test' exists.")
-            classes = classes or CKPLUS_CLASSES
-        elif (root / split).is_dir():
-            root = root / split
-        elif split != "test":
-            raise FileNotFoundError(
-                f"{root} has no {split}/ folder; a folder dataset for training needs "
-                f"<root>/train/<class>/ and <root>/val/<class>/ (a flat <root>/<class>/ tree is test-only)."
-            )
-        samples, classes = read_folder(root, classes)
-        return FaceDataset(sample(samples, max_samples, seed), classes, transform, desc=desc)
-    raise ValueError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+    samples, all_classes = read(name, root, split)
+    if classes is not None:
+        keep = [canonical(c) for c in classes]
+    elif base in WITHOUT_CONTEMPT:
+        keep = [c for c in all_classes if c != "contempt"]
+    else:
+        keep = all_classes
+    samples = restrict(samples, all_classes, keep, name)
+    return FaceDataset(sample(samples, max_samples, seed), keep, transform, preload=base not in ON_DISK,
+                       desc=f"{name}/{split}")

@@ -1,8 +1,9 @@
 """FER+ in its official on-disk layout: ``FER2013{Train,Valid,Test}/label.csv`` plus PNGs.
 
 ``label.csv`` has no header; each row is ``image_name, "(x, y, w, h)", 10 vote counts`` in the
-order of ``VOTE_COLUMNS``. The majority protocol of the FER+ paper keeps 25,045 / 3,191 / 3,137
-images in 8 classes.
+order of ``VOTE_COLUMNS`` (the current ``generate_training_data.py`` leaves the box out: 11 columns
+are read too). The majority protocol of the FER+ paper keeps 25,045 / 3,191 / 3,137 images in
+8 classes.
 """
 from __future__ import annotations
 
@@ -43,9 +44,14 @@ def read_split(root: str | Path, split: str) -> list[tuple[Path, int]]:
     samples = []
     with open(label_csv, newline="") as f:
         for row in csv.reader(f):
-            if len(row) != 12:
-                raise ValueError(f"{label_csv}: expected 12 columns (name, box, 10 votes), got {row!r}")
-            label = majority_label([int(v) for v in row[2:]])
+            if len(row) not in (11, 12):
+                raise ValueError(f"{label_csv}: expected 12 columns (name, box, 10 votes) or 11 (no box), got {row!r}")
+            label = majority_label([int(v) for v in row[-10:]])
             if label is not None:
                 samples.append((folder / row[0], label))
     return samples
+
+
+def read(root: str | Path, split: str) -> tuple[list[tuple[Path, int]], list[str]]:
+    """The samples of one split and the 8 classes (the dataset registry's reader interface)."""
+    return read_split(root, split), list(CLASSES)
