@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import distributed as dist
 from . import viz
 from .checkpoint import load_training_state, save_model, save_training_state
 from .config import Config
@@ -46,25 +48,21 @@ def seed_everything(seed: int) -> None:
 
 def make_loader(dataset, batch_size: int, train: bool, device: torch.device, workers: int | None,
                 seed: int = 0, balance: str = "none") -> DataLoader:
-    """A DataLoader; on CUDA with worker processes, pinned memory and persistent workers.
+    """A DataLoader over this process's share of ``dataset``; on CUDA with worker processes,
+    pinned memory and persistent workers.
 
-    ``balance='oversample'`` (training only) draws each epoch's samples with replacement so that
-    every class is drawn equally often on average (rare classes are repeated).
+    Training order comes from ``distributed.EpochSampler`` (``balance='oversample'`` draws classes
+    equally often); evaluation visits every sample once across processes.
     """
-    if balance not in ("none", "oversample"):
-        raise ValueError(f"balance must be 'none' or 'oversample', not {balance!r}.")
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    generator = torch.Generator().manual_seed(seed) if train else None
-    sampler = None
-    if train and balance == "oversample":
-        targets = torch.as_tensor(dataset.targets)
-        weights = 1.0 / torch.bincount(targets).double()[targets]
-        sampler = WeightedRandomSampler(weights, len(dataset), replacement=True, generator=generator)
+    if train:
+        sampler = dist.EpochSampler(dataset.targets, seed, balance)
+    else:
+        sampler = dist.ShardSampler(len(dataset))
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-        drop_last=train and len(dataset) > batch_size, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, generator=generator,
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=train and len(sampler) > batch_size,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
     )
 
 
@@ -83,17 +81,18 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def infer(model: KEFERModel, loader: DataLoader, device: torch.device, amp: bool = True, desc: str = "eval"):
-    """Run ``model`` over ``loader``: (logits [N, K], representations [N, d], labels [N]) on CPU."""
+    """Run ``model`` over ``loader``: (logits [N, K], representations [N, d], labels [N]) on CPU,
+    gathered from every process."""
     model.eval()
     logits, feats, labels = [], [], []
-    for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2):
+    for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=not dist.is_main()):
         with autocast(device, amp):
             f = model(to_device(x, device))
         f = f.float()
         logits.append(model.logits(f).cpu())
         feats.append(f.cpu())
         labels.append(y)
-    return torch.cat(logits), torch.cat(feats), torch.cat(labels)
+    return tuple(dist.gather(torch.cat(t)) for t in (logits, feats, labels))
 
 
 def lr_lambda(cfg: Config, steps_per_epoch: int):
@@ -111,16 +110,18 @@ def lr_lambda(cfg: Config, steps_per_epoch: int):
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossConfig, nu, device,
                     amp: bool, desc: str) -> dict:
-    """One pass over ``loader``. Returns the mean of each loss term, 'loss' and 'train_accuracy'."""
+    """One pass over ``loader``. Returns the mean of each loss term, 'loss' and 'train_accuracy'
+    (over all processes). ``model`` may be wrapped in DistributedDataParallel."""
+    core = model.module if isinstance(model, DistributedDataParallel) else model
     model.train()
     sums, correct, seen = {}, 0, 0
-    bar = tqdm(loader, desc=desc, leave=False, mininterval=1)
+    bar = tqdm(loader, desc=desc, leave=False, mininterval=1, disable=not dist.is_main())
     for x, y in bar:
         x, y = to_device(x, device), y.to(device, non_blocking=True)
         with autocast(device, amp):
             f = model(x)
         f = f.float()
-        loss, parts = total_loss(loss_cfg, f, model.text, y, nu, transform=model.transform, head=model.head)
+        loss, parts = total_loss(loss_cfg, f, core.text, y, nu, transform=core.transform, head=core.head)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"Loss became {loss.item()} (terms {parts}); lower --lr?")
         optimizer.zero_grad(set_to_none=True)
@@ -129,13 +130,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossC
         scaler.update()
         scheduler.step()
         with torch.no_grad():
-            correct += (model.logits(f).argmax(1) == y).sum()
+            correct += (core.logits(f).argmax(1) == y).sum()
         seen += len(y)
         for k, v in {"loss": loss.detach(), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v * len(y)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    out = {k: float(v) / seen for k, v in sums.items()}
-    out["train_accuracy"] = float(correct) / seen
+    totals = dist.sum_all({**sums, "correct": correct, "seen": seen})
+    out = {k: totals[k] / totals["seen"] for k in sums}
+    out["train_accuracy"] = totals["correct"] / totals["seen"]
     return out
 
 
@@ -165,18 +167,25 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
-    """Train ``cfg`` into ``output``; select the best epoch on validation; test it once."""
+    """Train ``cfg`` into ``output``; select the best epoch on validation; test it once.
+
+    Under ``torchrun`` every process trains its share of each batch (DDP) and only the main one
+    prints and writes.
+    """
+    device = dist.setup(cfg.device)
+    main = dist.is_main()
+    log = print if main else (lambda *args, **kwargs: None)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     last_path = output / "last.pt"
     state = load_training_state(last_path) if resume and last_path.exists() else None
     if resume and state is None:
-        print(f"[kefer] nothing to resume in {output}; starting fresh")
+        log(f"[kefer] nothing to resume in {output}; starting fresh")
     if state is not None:
         cfg = Config.from_dict(state["config"])
-    cfg.save(output / "config.json")
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    if main:
+        cfg.save(output / "config.json")
+    seed_everything(cfg.seed + dist.rank())
     loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form)
     for template in cfg.templates:
         check_template(template)
@@ -203,6 +212,10 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     model = KEFERModel(encoder, len(classes), text).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    trained = model
+    if dist.world_size() > 1:
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=model.transform is not None and not loss_cfg.needs_neutral)
 
     train_loader = make_loader(train_set, cfg.batch_size, True, device, cfg.workers, cfg.seed, cfg.balance)
     val_loader = make_loader(val_set, cfg.batch_size * 2, False, device, cfg.workers)
@@ -218,23 +231,29 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         history, best, start = state["history"], state["best"], state["epoch"] + 1
-        print(f"[kefer] resuming {output} after epoch {state['epoch'] + 1}/{cfg.epochs}")
+        log(f"[kefer] resuming {output} after epoch {state['epoch'] + 1}/{cfg.epochs}")
     meta = checkpoint_meta(cfg, model, classes, text_id, prompts)
-    print(f"[kefer] {cfg.dataset}: {len(train_set)} train / {len(val_set)} val images, classes {classes}; "
-          f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}")
+    log(f"[kefer] {cfg.dataset}: {len(train_set)} train / {len(val_set)} val images, classes {classes}; "
+        f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}"
+        + (f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""))
 
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, loss_cfg, nu, device,
+        train_loader.sampler.set_epoch(epoch)
+        row.update(train_one_epoch(trained, train_loader, optimizer, scheduler, scaler, loss_cfg, nu, device,
                                    cfg.amp, desc=f"epoch {epoch + 1}/{cfg.epochs}"))
         logits, _, labels = infer(model, val_loader, device, cfg.amp, desc="val")
         row["val_accuracy"] = float((logits.argmax(1) == labels).float().mean())
         row["seconds"] = round(time.time() - t0, 1)
         history.append(row)
-        write_history(output / "history.csv", history)
-        if row["val_accuracy"] > best["val_accuracy"]:
+        improved = row["val_accuracy"] > best["val_accuracy"]
+        if improved:
             best = {"val_accuracy": row["val_accuracy"], "epoch": epoch + 1}
+        if not main:
+            continue
+        write_history(output / "history.csv", history)
+        if improved:
             save_model(output / "best.safetensors", model.state_dict(), {**meta, **best})
         save_training_state(last_path, {
             "config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -242,14 +261,19 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
             "epoch": epoch, "history": history, "best": best, "text_encoder": text_id, "prompts": prompts,
         })
         terms = " ".join(f"{k}={row[k]:.3f}" for k in ("loss", *loss_cfg.terms))
-        print(f"[kefer] epoch {epoch + 1}/{cfg.epochs} {terms} train_acc={row['train_accuracy']:.4f} "
+        log(f"[kefer] epoch {epoch + 1}/{cfg.epochs} {terms} train_acc={row['train_accuracy']:.4f} "
               f"val_acc={row['val_accuracy']:.4f} ({row['seconds']}s)")
 
     from .recognizer import Recognizer
 
+    dist.barrier()  # best.safetensors is written
     recognizer = Recognizer.from_checkpoint(output / "best.safetensors", device=device)
-    metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output, classes=cfg.classes, amp=cfg.amp)
+    metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output if main else None,
+                       classes=cfg.classes, amp=cfg.amp)
     metrics = {"val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], **metrics}
+    dist.cleanup()
+    if not main:
+        return metrics
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     viz.plot_history(history, output / "curves.png")
     print(f"[kefer] best epoch {best['epoch']} (val {best['val_accuracy']:.4f}); "
