@@ -42,7 +42,6 @@ class Config:
     device: str = "auto"
     workers: int | None = None            # None: 0 on CPU, min(8, cores) on CUDA
     amp: bool = True                      # only takes effect on CUDA
-    eval_every: int = 1
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

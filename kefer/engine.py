@@ -304,6 +304,7 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped),
     }
     if plots_dir is not None:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
         title = f"{recognizer.name} on {dataset}/{split}"
         viz.plot_confusion(m["confusion_matrix"], data.classes, Path(plots_dir) / "confusion_matrix.png", title)
         anchors = model.anchors()[idx].cpu()

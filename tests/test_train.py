@@ -61,11 +61,11 @@ def test_evaluate_cli_reloads_the_checkpoint(run):
 
 def test_cross_dataset_to_ckplus_seven_classes(run, ckplus_root, tmp_path):
     r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run / "best.safetensors"), "--dataset", "ckplus",
-                "--data-root", str(ckplus_root), "--plots", str(tmp_path))
+                "--data-root", str(ckplus_root), "--plots", str(tmp_path / "plots"))
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert len(out["classes"]) == 7 and "contempt" not in out["classes"] and out["n"] == 873
-    assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "tsne.png").is_file()
+    assert (tmp_path / "plots" / "confusion_matrix.png").is_file() and (tmp_path / "plots" / "tsne.png").is_file()
 
 
 def test_python_api(run, ferplus_root):
