@@ -63,7 +63,7 @@ def gather(t: torch.Tensor) -> torch.Tensor:
 def sum_all(values: dict) -> dict:
     """Sum a dict of numbers over all processes."""
     if not dist.is_initialized():
-        return values
+        return {k: float(v) for k, v in values.items()}
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
     dist.all_reduce(t)

@@ -54,8 +54,9 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
     """
     from . import pretrained as registry
 
-    if registry.is_pretrained(name):
-        return registry.create_encoder(name, img_size=img_size, pretrained=pretrained)
+    if name in registry.list_encoders():
+        return registry.create_encoder(name, img_size=img_size, weights=weights if pretrained else None,
+                                       pretrained=pretrained)
     if name not in timm.list_models():
         raise ValueError(
             f"Unknown encoder {name!r}: not a kefer pretrained encoder ({registry.list_encoders()}) "
