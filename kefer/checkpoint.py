@@ -23,10 +23,11 @@ def save_model(path: str | Path, state: dict, meta: dict, half: bool = False) ->
     """Write ``state`` (name -> tensor) and ``meta`` (JSON-serialisable) to a .safetensors file.
 
     ``meta`` holds what inference needs: classes, prompts, templates, text-encoder id, encoder,
-    input size, normalisation and the run config. ``half`` stores floating tensors as fp16.
+    input size, normalisation and the run config. ``half`` stores the weights as fp16; the text
+    embeddings (``text``) stay fp32, so re-encoding the checkpoint's prompts reproduces them.
     """
     tensors = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        k: (v.half() if half and v.is_floating_point() and k != "text" else v).detach().cpu().contiguous()
         for k, v in state.items()
     }
     header = {"format": FORMAT, "kefer": json.dumps(meta)}

@@ -106,7 +106,7 @@ class NeutralCalibration:
             return
         f = np.stack(self.frames)
         self.mean = normalise(f.mean(axis=0))
-        self.threshold = float(np.quantile(f @ self.mean, 0.1))
+        self.threshold = float(np.quantile(f @ self.mean, 0.1)) - 1e-4  # float rounding: a recorded frame stays neutral
         self.message = f"Neutral face recorded from {len(f)} frames."
 
     def relative(self, embeddings: np.ndarray, anchors: np.ndarray, neutral: int) -> np.ndarray:
