@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--workers", type=int)
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the encoder")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output after a stop")
     args = vars(p.parse_args(argv))

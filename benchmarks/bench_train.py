@@ -2,6 +2,7 @@
 it implies (25,045 training + 3,191 validation images).
 
     python benchmarks/bench_train.py --preset cpu --steps 20
+    python benchmarks/bench_train.py --preset paper-r18 --encoder facenet-casia --img-size 112
 """
 from __future__ import annotations
 
@@ -29,10 +30,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
+    p.add_argument("--encoder", help="override the preset's encoder (any timm or kefer pretrained name)")
+    p.add_argument("--img-size", type=int, help="override the preset's input size")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
     args = p.parse_args()
-    cfg = preset(args.preset)
+    overrides = {"encoder": args.encoder, "img_size": args.img_size, "batch_size": args.batch_size}
+    cfg = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
     encoder = build_encoder(cfg.encoder, cfg.img_size, **cfg.encoder_kwargs)
+    if cfg.compile:
+        encoder.compile()
     n = cfg.batch_size * (args.steps + 2)
     data = build_dataset("ferplus", args.data_root, "train", train_transform(cfg.img_size, encoder.mean, encoder.std),
                          max_samples=n)
@@ -64,7 +71,8 @@ def main() -> None:
     epoch_s = 25045 / train_ips + 3191 / infer_ips
     print(f"hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
-    print(f"preset {args.preset}: {cfg.encoder} @ {cfg.img_size}px, batch {cfg.batch_size}")
+    print(f"preset {args.preset}: {cfg.encoder} @ {cfg.img_size}px, batch {cfg.batch_size}"
+          + (", torch.compile" if cfg.compile else ""))
     print(f"train: {train_ips:.0f} img/s (median of {len(times)} steps, data loading and augmentation included)")
     print(f"inference: {infer_ips:.0f} img/s (data loading included)")
     print(f"estimated FER+ epoch: {epoch_s:.0f} s; {cfg.epochs} epochs: {cfg.epochs * epoch_s / 60:.0f} min")

@@ -42,6 +42,7 @@ class Config:
     device: str = "auto"
     workers: int | None = None            # None: 0 on CPU, min(8, cores) on CUDA
     amp: bool = True                      # only takes effect on CUDA
+    compile: bool = False                 # torch.compile the encoder (worth it on GPUs)
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

@@ -212,6 +212,8 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     model = KEFERModel(encoder, len(classes), text).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        model.encoder.compile()  # in place: state-dict keys and checkpoints stay the same
     trained = model
     if dist.world_size() > 1:
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
