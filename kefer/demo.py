@@ -23,14 +23,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage 
 import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from .faces import (FaceDetector, FaceTracker, ImageError, Smoother, class_colour, draw,
                     limit_size, load_image, to_rgb, whole_image_face)
 from .losses import TAU
 from .text import PAPER_TEMPLATES, PLACEHOLDER
+from .viz import embed_2d
 
 HISTORY = 150          # face embeddings kept per session for the embedding map
 TSNE_MIN_FACES = 20    # below this many faces the map uses PCA (t-SNE needs a neighbourhood)
@@ -394,14 +393,7 @@ def embedding_map(embeddings: np.ndarray, anchors: np.ndarray, classes: list) ->
         ax.text(0.5, 0.5, "Not enough points yet", ha="center", va="center", transform=ax.transAxes)
         return fig
     with threadpool_limits(limits=1):  # ~0.1 s; more threads fight the stream for 2 cores and take seconds
-        if len(embeddings) >= TSNE_MIN_FACES:
-            perplexity = min(30.0, (len(points) - 1) / 3.0)
-            xy = TSNE(perplexity=perplexity, metric="cosine", init="pca", random_state=0,
-                      max_iter=300).fit_transform(points)
-            method = "t-SNE"
-        else:
-            xy = PCA(n_components=2).fit_transform(points)
-            method = "PCA"
+        xy, method = embed_2d(points, min_tsne=TSNE_MIN_FACES + len(anchors), max_iter=300)
     m = len(embeddings)
     if m:
         predicted = (embeddings @ anchors.T).argmax(axis=1)

@@ -31,16 +31,18 @@ def plot_confusion(cm, classes: list[str], path: str | Path, title: str = "") ->
     plt.close(fig)
 
 
-def embed_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
-    """[N, d] -> [N, 2]: t-SNE (cosine) for 30+ points, PCA below that."""
+def embed_2d(points: np.ndarray, seed: int = 0, min_tsne: int = 30, max_iter: int = 1000) -> tuple[np.ndarray, str]:
+    """[N, d] -> ([N, 2], method): t-SNE (cosine) for ``min_tsne`` points or more, PCA below
+    (t-SNE needs a neighbourhood)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    if len(points) < 30:
-        return PCA(n_components=2).fit_transform(points)
+    if len(points) < min_tsne:
+        return PCA(n_components=2).fit_transform(points), "PCA"
     perplexity = min(30.0, (len(points) - 1) / 3)
-    return TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity,
-                random_state=seed).fit_transform(points)
+    xy = TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity,
+              random_state=seed, max_iter=max_iter).fit_transform(points)
+    return xy, "t-SNE"
 
 
 def plot_tsne(feats, labels, anchors, classes: list[str], path: str | Path, title: str = "",
@@ -51,7 +53,7 @@ def plot_tsne(feats, labels, anchors, classes: list[str], path: str | Path, titl
         keep = np.random.default_rng(seed).choice(len(feats), max_points, replace=False)
         feats, labels = feats[keep], labels[keep]
     unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    xy = embed_2d(np.concatenate([unit(feats), unit(anchors)]), seed)
+    xy, _ = embed_2d(np.concatenate([unit(feats), unit(anchors)]), seed)
     pts, anc = xy[: len(feats)], xy[len(feats):]
     colors = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(7, 6))
