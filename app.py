@@ -1,8 +1,9 @@
 """The kefer demo app: python app.py [--checkpoint PATH] [--host 127.0.0.1] [--port 7860] [--device cpu] [--share]
 
 Webcam and photo upload, per-class similarity bars, a live embedding map, a prompt editor and
-neutral calibration (see kefer/demo.py). Without --checkpoint it uses the default model in
-assets/; when there is none it still starts, finds faces and says how to get a model.
+neutral calibration (see kefer/demo.py). By default the webcam uses the fast model in assets/ and
+uploaded photos the accurate one; --checkpoint uses one model for both. When no model is found it
+still starts, finds faces and says how to get one.
 """
 import argparse
 import os
@@ -18,7 +19,10 @@ from kefer.demo import build_demo  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="kefer demo app (Gradio)")
-    parser.add_argument("--checkpoint", help="a .safetensors checkpoint or a run dir (default: the model in assets/)")
+    parser.add_argument("--checkpoint", help="one model for webcam and photos: a .safetensors file, a run dir "
+                                             "or an assets/ name")
+    parser.add_argument("--stream-model", default="fast", help="the webcam's model (default: assets/fast)")
+    parser.add_argument("--photo-model", default="accurate", help="the photos' model (default: assets/accurate)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -28,18 +32,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    stream_name = args.checkpoint or args.stream_model
+    photo_name = args.checkpoint or args.photo_model
     try:
-        recognizer = kefer.load(args.checkpoint, device=args.device)
-        note = f"Model: {args.checkpoint or 'default model in assets/'} ({len(recognizer.classes)} classes)."
+        recognizer = kefer.load(stream_name, device=args.device)
+        photo_recognizer = recognizer if photo_name == stream_name else kefer.load(photo_name, device=args.device)
+        note = (f"Webcam: {recognizer.summary}. Photos: {photo_recognizer.summary}. "
+                f"{len(recognizer.classes)} classes.")
+        demo = build_demo(recognizer, note=note, device=args.device, photo_recognizer=photo_recognizer)
     except FileNotFoundError as err:
         if args.checkpoint:
             sys.exit(f"error: {err}")
-        recognizer, note = None, str(err)
         print(f"[kefer] {err}\n[kefer] Starting without a model: faces are found but not scored.")
+        demo = build_demo(None, note=str(err), device=args.device)
     except ValueError as err:
         sys.exit(f"error: {err}")
-    build_demo(recognizer, note=note, device=args.device).launch(
-        server_name=args.host, server_port=args.port, share=args.share, max_file_size="50mb")
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="50mb")
 
 
 if __name__ == "__main__":

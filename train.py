@@ -51,6 +51,10 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int)
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the encoder")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="cut the epochs after warm-up so the run ends within this many minutes")
+    p.add_argument("--no-plots", dest="plots", action="store_false", default=None,
+                   help="skip the test confusion matrix and t-SNE (the t-SNE takes ~30 s on a CPU)")
     p.add_argument("--output", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output after a stop")
     args = vars(p.parse_args(argv))

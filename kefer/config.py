@@ -43,6 +43,8 @@ class Config:
     workers: int | None = None            # None: 0 on CPU, min(8, cores) on CUDA
     amp: bool = True                      # only takes effect on CUDA
     compile: bool = False                 # torch.compile the encoder (worth it on GPUs)
+    time_budget: float | None = None      # minutes; after the warm-up epoch, epochs are cut to fit
+    plots: bool = True                    # confusion matrix and t-SNE of the test set (t-SNE takes ~30 s)
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

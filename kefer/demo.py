@@ -141,17 +141,29 @@ class Photo:
 
 
 class App:
-    """What all sessions share and only read: the recogniser (or None), the detectors, a text lock.
+    """What all sessions share and only read: the recognisers (or None), the detectors, a text lock.
 
+    ``recognizer`` scores webcam frames (a fast model); ``photo_recognizer`` (default: the same)
+    scores uploaded photos, where accuracy matters more than speed. Both must share the text
+    space: sessions' prompts are encoded once and compared with either model's representations.
     Webcam frames are searched at 320 px for faces of 40+ px there (fast); photos at up to 1280 px
     for faces of 20+ px there (thorough: small faces in large group photos).
     """
 
-    def __init__(self, recognizer, device: str = "cpu", detect_every: int = 3):
+    def __init__(self, recognizer, device: str = "cpu", detect_every: int = 3, photo_recognizer=None):
         self.rec = recognizer
+        self.photo_rec = photo_recognizer or recognizer
+        if recognizer is not None and self.photo_rec is not recognizer:
+            same = (recognizer.meta["text_encoder"] == self.photo_rec.meta["text_encoder"]
+                    and recognizer.classes == self.photo_rec.classes
+                    and np.allclose(recognizer.text_embeddings, self.photo_rec.text_embeddings, atol=1e-3))
+            if not same:
+                raise ValueError(f"The webcam model {recognizer.name!r} and the photo model "
+                                 f"{self.photo_rec.name!r} need the same classes, prompts and text encoder.")
         crop_size = recognizer.input_size if recognizer is not None else 112
+        photo_crop = self.photo_rec.input_size if self.photo_rec is not None else 112
         self.detector = FaceDetector(device=device, crop_size=crop_size)
-        self.photo_detector = FaceDetector(device=device, crop_size=crop_size, detect_side=1280, min_face_size=20)
+        self.photo_detector = FaceDetector(device=device, crop_size=photo_crop, detect_side=1280, min_face_size=20)
         self.detect_every = detect_every
         self.text_lock = threading.Lock()
         self.default_prompts = None
@@ -224,11 +236,13 @@ class Session:
         annotated = draw(rgb, faces, texts, [class_colour(k) for k in labels], selected)
         return annotated, labels, columns, note
 
-    def embed(self, faces: list):
-        """Faces with crops -> embeddings [N, d] (None without a model or faces)."""
-        if self.app.rec is None or not faces:
+    def embed(self, faces: list, photos: bool = False):
+        """Faces with crops -> embeddings [N, d] from the webcam (or ``photos``) model; None without
+        a model or faces."""
+        rec = self.app.photo_rec if photos else self.app.rec
+        if rec is None or not faces:
             return None
-        return np.asarray(self.app.rec.embed([f.crop for f in faces]), dtype=np.float32)
+        return np.asarray(rec.embed([f.crop for f in faces]), dtype=np.float32)
 
     def remember(self, embeddings) -> None:
         if embeddings is not None:
@@ -291,13 +305,13 @@ class Session:
         """Score every photo without a face as one face (the whole image, centre-cropped)."""
         for photo in self.photos:
             if not photo.faces:
-                photo.faces, photo.whole = [whole_image_face(photo.rgb, self.app.detector.crop_size)], True
+                photo.faces, photo.whole = [whole_image_face(photo.rgb, self.app.photo_detector.crop_size)], True
         self.embed_photos()
 
     def embed_photos(self) -> None:
         """Embed the faces of all photos not embedded yet, in one batch."""
         todo = [p for p in self.photos if p.faces and p.embeddings is None]
-        embeddings = self.embed([f for p in todo for f in p.faces])
+        embeddings = self.embed([f for p in todo for f in p.faces], photos=True)
         if embeddings is None:
             return
         self.remember(embeddings)
@@ -452,13 +466,15 @@ def safely(fn):
     return wrapper
 
 
-def build_demo(recognizer, *, note: str = "", device: str = "cpu", detect_every: int = 3) -> gr.Blocks:
+def build_demo(recognizer, *, note: str = "", device: str = "cpu", detect_every: int = 3,
+               photo_recognizer=None) -> gr.Blocks:
     """The app around a recogniser from ``kefer.load`` (or None: faces are found but not scored).
 
-    note: a line shown under the title (e.g. which checkpoint, or why there is none).
+    photo_recognizer: scores uploaded photos (default: ``recognizer``), e.g. a slower, more accurate model.
+    note: a line shown under the title (e.g. which models, or why there is none).
     detect_every: MTCNN runs on every n-th webcam frame; the boxes are reused in between.
     """
-    app = App(recognizer, device=device, detect_every=detect_every)
+    app = App(recognizer, device=device, detect_every=detect_every, photo_recognizer=photo_recognizer)
     prompts = app.default_prompts
 
     def session_of(state):
@@ -545,6 +561,9 @@ def build_demo(recognizer, *, note: str = "", device: str = "cpu", detect_every:
             with gr.Column(scale=3):
                 with gr.Tabs():
                     with gr.Tab("Webcam", id="webcam"):
+                        if app.rec is not None:
+                            gr.Markdown(f"Scored by the model **{html.escape(app.rec.summary)}**.",
+                                        elem_id="cam-model")
                         with gr.Row():
                             cam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", elem_id="cam")
                             cam_out = gr.Image(label="What the model sees (click a face to select it)",
@@ -556,6 +575,9 @@ def build_demo(recognizer, *, note: str = "", device: str = "cpu", detect_every:
                         calibration = gr.Markdown(elem_id="calibration")
                         cam_bars = gr.HTML(elem_id="cam-bars")
                     with gr.Tab("Photos", id="photos"):
+                        if app.photo_rec is not None:
+                            gr.Markdown(f"Scored by the model **{html.escape(app.photo_rec.summary)}**.",
+                                        elem_id="photo-model")
                         files = gr.File(file_count="multiple", file_types=["image"], label="Photos",
                                         elem_id="upload")
                         photo_message = gr.Markdown(elem_id="photo-message")

@@ -20,7 +20,8 @@ def setup(device_spec: str = "auto") -> torch.device:
         return resolve_device(device_spec)
     use_cuda = torch.cuda.is_available() and device_spec != "cpu"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # metrics are summed and gathered as CPU tensors: gloo carries those beside NCCL
+        dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)

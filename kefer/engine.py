@@ -13,7 +13,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from .data.transforms import eval_transform, train_transform
 from .losses import LossConfig, total_loss
 from .metrics import classification_metrics
 from .model import KEFERModel, build_encoder
-from .text import check_template, encode_classes, load_text_encoder
+from .text import check_template, class_embeddings
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -106,6 +106,20 @@ def lr_lambda(cfg: Config, steps_per_epoch: int):
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
 
     return factor
+
+
+def fit_to_budget(cfg: Config, epoch_seconds: float, spent_seconds: float) -> Config:
+    """``cfg`` with ``epochs`` cut so that the run ends within ``cfg.time_budget`` minutes.
+
+    Called after the warm-up epochs, before the cosine schedule starts, so the schedule is set for
+    the epochs that will really run. Keeps ~10% of the budget for the final test evaluation.
+    """
+    left = cfg.time_budget * 60 * 0.9 - spent_seconds
+    epochs = max(cfg.warmup_epochs + 1, min(cfg.epochs, cfg.warmup_epochs + int(left // epoch_seconds)))
+    if epochs < cfg.epochs:
+        print(f"[kefer] time budget {cfg.time_budget:g} min at {epoch_seconds:.0f} s/epoch: "
+              f"{epochs} epochs instead of {cfg.epochs}")
+    return replace(cfg, epochs=epochs)
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossConfig, nu, device,
@@ -207,9 +221,7 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     elif state is not None:
         text, text_id, prompts = state["model"]["text"], state["text_encoder"], state["prompts"]
     else:
-        text_encoder = load_text_encoder(cfg.text_encoder)
-        text, prompts = encode_classes(text_encoder, classes, cfg.templates)
-        text_id = text_encoder.id
+        text, prompts, text_id = class_embeddings(cfg.text_encoder, classes, cfg.templates)
     model = KEFERModel(encoder, len(classes), text).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -240,7 +252,9 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
         f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}"
         + (f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""))
 
-    for epoch in range(start, cfg.epochs):
+    started = time.time()
+    epoch = start
+    while epoch < cfg.epochs:  # a while loop: the time budget may cut cfg.epochs after warm-up
         t0 = time.time()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         train_loader.sampler.set_epoch(epoch)
@@ -253,25 +267,32 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
         improved = row["val_accuracy"] > best["val_accuracy"]
         if improved:
             best = {"val_accuracy": row["val_accuracy"], "epoch": epoch + 1}
-        if not main:
-            continue
-        write_history(output / "history.csv", history)
-        if improved:
-            save_model(output / "best.safetensors", model.state_dict(), {**meta, **best})
-        save_training_state(last_path, {
-            "config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-            "epoch": epoch, "history": history, "best": best, "text_encoder": text_id, "prompts": prompts,
-        })
-        terms = " ".join(f"{k}={row[k]:.3f}" for k in ("loss", *loss_cfg.terms))
-        log(f"[kefer] epoch {epoch + 1}/{cfg.epochs} {terms} train_acc={row['train_accuracy']:.4f} "
-              f"val_acc={row['val_accuracy']:.4f} ({row['seconds']}s)")
+        if cfg.time_budget and epoch + 1 == cfg.warmup_epochs:
+            spent = dist.sum_all({"s": time.time() - started})["s"] / dist.world_size()  # same on every rank
+            cfg = fit_to_budget(cfg, spent / (epoch + 1 - start), spent)
+            scheduler.lr_lambdas = [lr_lambda(cfg, len(train_loader))]
+            meta["config"] = asdict(cfg)
+            if main:
+                cfg.save(output / "config.json")
+        if main:
+            write_history(output / "history.csv", history)
+            if improved:
+                save_model(output / "best.safetensors", model.state_dict(), {**meta, **best})
+            save_training_state(last_path, {
+                "config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+                "epoch": epoch, "history": history, "best": best, "text_encoder": text_id, "prompts": prompts,
+            })
+            terms = " ".join(f"{k}={row[k]:.3f}" for k in ("loss", *loss_cfg.terms))
+            log(f"[kefer] epoch {epoch + 1}/{cfg.epochs} {terms} train_acc={row['train_accuracy']:.4f} "
+                f"val_acc={row['val_accuracy']:.4f} ({row['seconds']}s)")
+        epoch += 1
 
     from .recognizer import Recognizer
 
     dist.barrier()  # best.safetensors is written
     recognizer = Recognizer.from_checkpoint(output / "best.safetensors", device=device)
-    metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output if main else None,
+    metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output if main and cfg.plots else None,
                        classes=cfg.classes, amp=cfg.amp)
     metrics = {"val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], **metrics}
     dist.cleanup()

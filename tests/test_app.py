@@ -1,4 +1,5 @@
 """The app's logic without a browser: per-session frame processing, photos, prompts, calibration, map."""
+import tempfile
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,10 +38,10 @@ def write_untrained_checkpoint(path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    """The default model in assets/ if there is one, else an untrained checkpoint in a tmp dir."""
-    default = ROOT / "assets" / "default.safetensors"
-    if default.is_file():
-        return default
+    """The fast model in assets/ if there is one, else an untrained checkpoint in a tmp dir."""
+    fast = ROOT / "assets" / "fast.safetensors"
+    if fast.is_file():
+        return fast
     path = tmp_path_factory.getbasetemp() / "app_checkpoint.safetensors"
     if not path.is_file():
         write_untrained_checkpoint(path)
@@ -264,3 +265,29 @@ def test_without_a_model_faces_are_found_but_not_scored(frames):
 def test_build_demo_with_and_without_a_model(app):
     assert build_demo(app.rec, note="test").fns
     assert build_demo(None, note="no model").fns
+
+
+def test_photos_use_the_photo_model(ckplus_root):
+    """Webcam frames go through the fast model, uploaded photos through the accurate one."""
+    if not (ROOT / "assets" / "accurate.safetensors").is_file() or not (ROOT / "assets" / "fast.safetensors").is_file():
+        pytest.skip("needs assets/fast.safetensors and assets/accurate.safetensors")
+    fast, accurate = kefer.load("fast"), kefer.load("accurate")
+    assert fast.input_size != accurate.input_size
+    app = App(fast, photo_recognizer=accurate)
+    assert app.photo_detector.crop_size == accurate.input_size and app.detector.crop_size == fast.input_size
+    session = Session(app)
+    face = real_faces(ckplus_root, 1)[0]
+    path = Path(tempfile.mkdtemp()) / "face.png"
+    Image.fromarray(paste([face], [(200, 120, 220)])).save(path)
+    assert session.add_photos([path]) == []
+    photo = session.photos[0]
+    assert len(photo.faces) == 1
+    np.testing.assert_allclose(photo.embeddings, accurate.embed([photo.faces[0].crop]), atol=1e-5)
+    assert not np.allclose(photo.embeddings, fast.embed([photo.faces[0].crop]), atol=1e-2)
+
+
+def test_models_with_other_prompts_are_refused(checkpoint):
+    other = kefer.load(checkpoint)
+    other.set_prompts(classes=["neutral", "happiness"])
+    with pytest.raises(ValueError, match="same classes"):
+        App(kefer.load(checkpoint), photo_recognizer=other)

@@ -50,14 +50,19 @@ def faces(ferplus_root):
     return ferplus_faces(ferplus_root, 3)
 
 
+SHIPPED = all((ROOT / "assets" / f"{m}.safetensors").is_file() for m in ("fast", "accurate"))
+
+
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):  # noqa: F811
-    """`python app.py --checkpoint ...` on a free port; yields its URL."""
+    """`python app.py` (the shipped fast + accurate models, else --checkpoint ...) on a free port;
+    yields its URL."""
     port = free_port()
     tmp = tmp_path_factory.mktemp("gradio")
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp), "GRADIO_ANALYTICS_ENABLED": "False"}
     log = open(tmp / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--checkpoint", str(checkpoint), "--port", str(port)],
+    models = [] if SHIPPED else ["--checkpoint", str(checkpoint)]
+    proc = subprocess.Popen([sys.executable, "app.py", *models, "--port", str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
@@ -132,10 +137,16 @@ def test_webcam_upload_and_prompt_editing(server, browser, faces, tmp_path):
     if os.environ.get("KEFER_SCREENSHOT"):
         shutil.copy(screenshot, ROOT / os.environ["KEFER_SCREENSHOT"])
 
+    # which model scores what is said on each tab
+    if SHIPPED:
+        assert "fast" in page.locator("#cam-model").inner_text()
+
     # a photo upload: the face is found and scored
     photo = tmp_path / "face.png"
     Image.fromarray(paste([faces[1]], [(150, 100, 260)])).save(photo)
     page.get_by_role("tab", name="Photos").click()
+    if SHIPPED:
+        assert "accurate" in page.locator("#photo-model").inner_text()
     page.locator("#upload input[type=file]").set_input_files(str(photo))
     bars = page.locator("#photo-bars .kefer-bars")
     bars.wait_for(timeout=TIMEOUT_MS)

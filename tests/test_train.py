@@ -93,12 +93,65 @@ def test_python_api(run, ferplus_root):
     assert len(rec.classes) == 8 and rec.predict(pil) == pytest.approx(probs[:1], abs=1e-5)
 
 
-def test_load_default_model():
-    if (ASSETS / "default.safetensors").exists():
-        assert len(kefer.load().classes) >= 7
-    else:
+def test_load_shipped_models_by_name():
+    if not (ASSETS / "accurate.safetensors").exists():
         with pytest.raises(FileNotFoundError, match="train.py"):
             kefer.load()
+        return
+    default, fast = kefer.load(), kefer.load("fast")
+    assert default.name == "accurate" and kefer.load("default").name == "accurate"
+    assert default.classes == fast.classes and len(default.classes) == 8
+    assert default.meta["encoder"] == "facenet-casia" and fast.meta["encoder"] == "resnet18"
+    assert "FER+ test" in default.summary
+    with pytest.raises(FileNotFoundError, match="accurate"):
+        kefer.load("no-such-model")
+
+
+def test_time_budget_cuts_epochs_after_warmup():
+    from kefer.config import preset
+    from kefer.engine import fit_to_budget
+
+    cfg = preset("cpu", epochs=40, time_budget=10)  # 10 minutes; 60 s spent on the warm-up epoch
+    assert fit_to_budget(cfg, epoch_seconds=60, spent_seconds=60).epochs == 1 + 8  # 540 s - 60 s left
+    assert fit_to_budget(cfg, epoch_seconds=5, spent_seconds=5).epochs == 40         # fits: unchanged
+    assert fit_to_budget(cfg, epoch_seconds=900, spent_seconds=900).epochs == 2      # at least one more
+
+
+def test_time_budget_run_records_the_epochs_it_ran(ferplus_root, tmp_path):
+    r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
+                "--max-train-samples", "100", "--epochs", "50", "--time-budget", "0.01", "--no-plots",
+                "--output", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 epochs instead of 50" in r.stdout
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 2
+    assert len(history(tmp_path)) == 2 and not (tmp_path / "tsne.png").exists()
+
+
+def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
+    """Two rows of table2 at a tiny scale, then the report: raw JSON, a table and a plot."""
+    from kefer import experiments
+
+    root, out = tmp_path / "runs", tmp_path / "results"
+    experiments.EXPERIMENTS["tiny"] = ("tiny", ["classifier", "full"])
+    try:
+        experiments.run(["tiny"], [0], "small", root, parallel=2, deadline=None, device="cpu",
+                        extra=["--device", "cpu", "--data-root", str(ferplus_root), "--max-train-samples", "64",
+                               "--epochs", "1", "--no-plots"])
+        for row in ("classifier", "full"):
+            assert (root / "small" / row / "seed0" / "ckplus.json").is_file(), (root / "small" / row / "seed0" / "log.txt").read_text()[-2000:]
+        md = tmp_path / "RESULTS.md"
+        md.write_text("intro\n<!-- table:tiny:small -->\nold\n<!-- /table:tiny:small -->\nend\n")
+        out.mkdir()
+        experiments.report(root, out, md)
+    finally:
+        del experiments.EXPERIMENTS["tiny"]
+    record = json.loads((out / "raw" / "small-full-seed0.json").read_text())
+    assert record["config"]["max_train_samples"] == 64 and record["ckplus"]["n"] > 0
+    text = md.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
+    assert "| classifier | `--losses classifier` | 1 |" in text
+    assert (out / "small-tiny.png").is_file() and (out / "runs.csv").read_text().count("\n") == 3
+
 
 
 def test_resume_after_a_kill(ferplus_root, tmp_path):

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU runs behind docs/RESULTS.md and the shipped models (one GPU; RESULTS.md names the card).
+# Needs FER+ and CK+ under $KEFER_DATA and the converted encoders in the kefer cache.
+#   bash scripts/gpu_runs.sh bench                    # training/inference images/s per encoder and size
+#   bash scripts/gpu_runs.sh ablations [runner flags] # table2, contrast, text: 3 seeds each
+#   bash scripts/gpu_runs.sh models [runner flags]    # encoder initialisations and the shipped models
+# Runner flags go to `python -m kefer.experiments run`, e.g. --root DIR, --deadline MIN, -- --time-budget 6
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:?bench, ablations or models}
+shift
+case "$what" in
+  bench)
+    for args in "--preset cpu" "--preset paper-r18" "--preset paper-swin" \
+                "--preset paper-r18 --encoder inception-resnet-v1 --img-size 112"; do
+      python benchmarks/bench_train.py $args --steps 20 --device cuda || echo "bench failed: $args"
+    done ;;
+  ablations)
+    python -m kefer.experiments run table2 contrast text --seeds 0 1 2 --parallel 3 --workers 2 --device cuda "$@" ;;
+  models)
+    python -m kefer.experiments run encoders models --seeds 0 --parallel 4 --workers 2 --device cuda "$@" ;;
+  *) echo "unknown: $what" >&2; exit 2 ;;
+esac
