@@ -57,7 +57,8 @@ def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a .safetensors file or run dir (default: the model in assets/)")
+    parser.add_argument("--checkpoint", default="fast",
+                        help="a .safetensors file, run dir or assets name (default: fast, the app's webcam model)")
     parser.add_argument("--data", default=os.environ.get("KEFER_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--detect-every", type=int, default=3)

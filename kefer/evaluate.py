@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m kefer.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="a .safetensors checkpoint, a run directory, or an assets/ model name "
-                                        "(default: the default model)")
+                                        "(default: the shipped accurate model)")
     p.add_argument("--dataset", default="ferplus", help="a dataset name (see kefer.data.DATASETS), with options, e.g. ckplus-original:fold=1/10")
     p.add_argument("--data-root", help="dataset root (default: $KEFER_DATA/<dataset> or ../shared/data/<dataset>)")
     p.add_argument("--split", default="test")

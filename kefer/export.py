@@ -1,7 +1,7 @@
 """Ship a trained model: copy a run's best checkpoint as fp16 safetensors (e.g. into assets/),
 with its validation/test metrics and the command that trained it added to the metadata.
 
-    python -m kefer.export runs/cpu-ferplus-full assets/default.safetensors \
+    python -m kefer.export runs/cpu-ferplus-full assets/mine.safetensors \
         --command "python train.py --dataset ferplus --preset cpu --output runs/cpu-ferplus-full"
 """
 from __future__ import annotations
