@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", help="default: $KEFER_DATA/<dataset>, else ../shared/data/<dataset>")
     p.add_argument("--classes", help="comma-separated class names to keep, in order")
     p.add_argument("--encoder", help="timm model name (resnet18, swin_tiny_patch4_window7_224, "
-                                     "vit_base_patch16_224, ...) or a kefer pretrained encoder")
+                                     "vit_base_patch16_224, ...), a kefer pretrained encoder (facenet-casia, "
+                                     "msceleb-resnet18, msceleb-swin-t, ...), timm:<model>.<tag> (timm's "
+                                     "published weights) or clip:<model>/<tag|file> (a CLIP image tower)")
     p.add_argument("--encoder-weights", help="a state-dict file for the encoder")
     p.add_argument("--img-size", type=int)
     p.add_argument("--text-encoder", help="auto, minilm, or clip:<model>/<tag|file|random>")

@@ -44,16 +44,72 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     return report
 
 
+class CLIPImageEncoder(nn.Module):
+    """The image tower of an open_clip model: [B, 3, S, S] -> its projected embedding [B, D]."""
+
+    def __init__(self, model_name: str, weights: str | None, img_size: int):
+        super().__init__()
+        import open_clip
+
+        if weights is not None and not Path(weights).exists() \
+                and weights not in open_clip.list_pretrained_tags_by_model(model_name):
+            raise FileNotFoundError(f"clip:{model_name}/{weights}: neither a weights file nor a pretrained tag "
+                                    f"open_clip knows ({open_clip.list_pretrained_tags_by_model(model_name)})")
+        try:
+            model = open_clip.create_model(model_name, pretrained=weights)
+        except Exception as e:
+            raise FileNotFoundError(
+                f"Could not load the CLIP weights clip:{model_name}/{weights} ({e}). Download them where there "
+                f"is internet and pass the file: --encoder clip:{model_name}/<path>") from e
+        self.visual = model.visual
+        size = self.visual.image_size
+        if tuple(size if isinstance(size, tuple) else (size, size)) != (img_size, img_size):
+            raise ValueError(f"clip:{model_name} takes {size} px images, not {img_size}; pass --img-size {size[0] if isinstance(size, tuple) else size}")
+        self.num_features = self.visual.output_dim
+        self.mean, self.std = tuple(self.visual.preprocess_cfg["mean"]), tuple(self.visual.preprocess_cfg["std"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(x)
+
+
+def timm_pretrained(name: str, img_size: int, **kwargs) -> nn.Module:
+    """timm's ``name`` (e.g. ``resnet18.a1_in1k``) with its published weights, which timm fetches
+    from the Hugging Face hub: a clear error where that is not reachable."""
+    try:
+        try:
+            encoder = timm.create_model(name, pretrained=True, num_classes=0, img_size=img_size, **kwargs)
+        except TypeError:  # CNNs take any input size and have no img_size argument
+            encoder = timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"timm could not fetch the weights of {name} ({type(e).__name__}: {str(e)[:200]}). Offline, download "
+            f"them elsewhere (timm.create_model({name!r}, pretrained=True) and save its state_dict) and pass "
+            f"--encoder {name.split('.')[0]} --encoder-weights FILE") from e
+    cfg = encoder.pretrained_cfg
+    encoder.mean, encoder.std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    return encoder
+
+
 def build_encoder(name: str, img_size: int, weights: str | None = None, pretrained: bool = True,
                   **kwargs) -> nn.Module:
     """A feature extractor ``x [B, 3, H, W] -> [B, F]`` with ``.num_features``, ``.mean``, ``.std``.
 
-    ``name`` is a kefer pretrained-registry name (e.g. ``facenet-casia``) or any timm model name,
-    built from scratch (timm never downloads here) or from a ``weights`` file. ``pretrained=False``
-    builds the bare architecture (used when a checkpoint's weights replace it anyway).
+    ``name`` is one of:
+    - a kefer pretrained-registry name (e.g. ``facenet-casia``);
+    - ``timm:<model>.<tag>``, timm's published weights (e.g. ``timm:resnet18.a1_in1k``; a download);
+    - ``clip:<open_clip model>/<tag|file|random>``, a CLIP image tower (e.g. ``clip:ViT-B-16/openai``);
+    - any timm model name, built from scratch (timm never downloads then) or from a ``weights`` file.
+    ``pretrained=False`` builds the bare architecture (used when a checkpoint's weights replace it anyway).
     """
     from . import pretrained as registry
 
+    if name.startswith("clip:") and "/" in name:
+        model_name, tag = name[len("clip:"):].split("/", 1)
+        return CLIPImageEncoder(model_name, None if tag == "random" or not pretrained else tag, img_size)
+    if name.startswith("timm:"):
+        if pretrained:
+            return timm_pretrained(name[len("timm:"):], img_size, **kwargs)
+        name = name[len("timm:"):].split(".")[0]
     if name in registry.list_encoders():
         return registry.create_encoder(name, img_size=img_size, weights=weights if pretrained else None,
                                        pretrained=pretrained)
@@ -61,7 +117,7 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
         raise ValueError(
             f"Unknown encoder {name!r}: not a kefer pretrained encoder ({registry.list_encoders()}) "
             f"nor a timm model (see timm.list_models(), e.g. resnet18, swin_tiny_patch4_window7_224, "
-            f"vit_base_patch16_224)."
+            f"vit_base_patch16_224), 'timm:<model>.<tag>' or 'clip:<model>/<tag|file|random>'."
         )
     try:
         encoder = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size, **kwargs)

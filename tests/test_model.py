@@ -45,3 +45,24 @@ def test_incompatible_weights_file_is_refused(tmp_path):
     torch.save({"layer.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="matches none"):
         load_encoder_weights(build_encoder("resnet18", 64), tmp_path / "other.pt")
+
+
+def test_clip_image_tower_encoder():
+    """`clip:<model>/random` builds the tower (a control); a tag whose weights are not on disk is
+    a clear error, never random weights."""
+    encoder = build_encoder("clip:ViT-B-32/random", 224)
+    assert encoder.num_features == 512 and len(encoder.mean) == 3
+    with torch.no_grad():
+        assert encoder(torch.randn(1, 3, 224, 224)).shape == (1, 512)
+    with pytest.raises(ValueError, match="224"):
+        build_encoder("clip:ViT-B-32/random", 112)
+    with pytest.raises(FileNotFoundError, match="clip:ViT-B-32"):
+        build_encoder("clip:ViT-B-32/no-such-weights.pt", 224)
+
+
+def test_timm_published_weights_fail_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="--encoder-weights"):
+        build_encoder("timm:resnet18.a1_in1k", 64)
+    bare = build_encoder("timm:resnet18.a1_in1k", 64, pretrained=False)  # as a checkpoint rebuilds it
+    assert bare.num_features == 512
