@@ -189,14 +189,22 @@ def fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.2f}" + ("" if np.isnan(std) else f" ± {100 * std:.2f}")
 
 
+def family_of(row: str) -> tuple[str, list[str]]:
+    """A row's family ('cpu' or 'encoders') and the flags it shares with its family."""
+    return ("cpu", CPU) if ROWS[row][:2] == CPU else ("encoders", ENCODERS)
+
+
 def table(name: str, scale: str, by_row: dict[str, list[dict]]) -> str:
     title, rows = EXPERIMENTS[name]
-    lines = [f"**{title}**, {scale} scale (`python -m kefer.experiments run {name} --scale {scale}`)", "",
-             "| row | flags | seeds | epochs | FER+ test | FER+ mean per class | FER+ val | FER+ → CK+ | CK+ mean per class |",
+    families = dict.fromkeys(family_of(r)[0] for r in rows)
+    common = "; ".join(f"`{' '.join((CPU if f == 'cpu' else ENCODERS) + SCALES[scale][f])}`" for f in families)
+    lines = [f"**{title}**, {scale} scale (`python -m kefer.experiments run {name} --scale {scale}`). "
+             f"Every row: {common}, then its own flags (later flags win).", "",
+             "| row | own flags | seeds | epochs | FER+ test | FER+ mean per class | FER+ val | FER+ → CK+ | CK+ mean per class |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         records = by_row.get(row, [])
-        flags = " ".join(ROWS[row][2:]) if ROWS[row][:2] == CPU else " ".join(ROWS[row])
+        flags = " ".join(ROWS[row][len(family_of(row)[1]):])
         if not records:
             lines.append(f"| {row} | `{flags}` | 0 | | not run | | | | |")
             continue
@@ -218,7 +226,7 @@ def plot_experiment(name: str, scale: str, by_row: dict[str, list[dict]], path: 
 
     title, rows = EXPERIMENTS[name]
     rows = [r for r in rows if by_row.get(r)]
-    if not rows:
+    if len(rows) < 2:  # nothing to compare
         return
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.3 * len(rows)) * 2, 4))
     for ax, key in zip(axes, ("FER+ test", "FER+ -> CK+")):
