@@ -124,7 +124,8 @@ def run(experiments: list[str], seeds: list[int], scale: str, root: Path, parall
     print(f"[kefer] {len(jobs)} runs ({scale} scale) into {root / scale}, {parallel} at a time", flush=True)
 
     def job(args):
-        if deadline is not None and time.time() - start > deadline * 60:
+        done = (root / scale / args[0] / f"seed{args[1]}" / "ckplus.json").exists()
+        if deadline is not None and time.time() - start > deadline * 60 and not done:
             return f"{args[0]} seed {args[1]}: not started (deadline)"
         return run_one(*args, scale, root, extra, device)
 
