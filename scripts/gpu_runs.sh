@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The GPU runs behind docs/RESULTS.md and the shipped models (one GPU; RESULTS.md names the card).
+# Runs for a GPU machine. `bench` gave the H200 figures in README.md. `ablations` and `models` run the
+# experiments of docs/RESULTS.md at full FER+ scale; they were started on a lent H200 once but not
+# finished (its container showed 2 CPU cores), so no figure in the docs comes from them yet.
 # Needs FER+ and CK+ under $KEFER_DATA and the converted encoders in the kefer cache.
 #   bash scripts/gpu_runs.sh bench                    # training/inference images/s per encoder and size
 #   bash scripts/gpu_runs.sh ablations [runner flags] # table2, contrast, text: 3 seeds each
@@ -13,11 +15,11 @@ case "$what" in
   bench)
     for args in "--preset cpu" "--preset paper-r18" "--preset paper-swin" \
                 "--preset paper-r18 --encoder inception-resnet-v1 --img-size 112"; do
-      python benchmarks/bench_train.py $args --steps 20 --device cuda || echo "bench failed: $args"
+      python benchmarks/bench_train.py $args --steps 15 --device cuda || echo "bench failed: $args"
     done ;;
   ablations)
-    python -m kefer.experiments run table2 contrast text --seeds 0 1 2 --parallel 3 --workers 2 --device cuda "$@" ;;
+    python -m kefer.experiments run table2 contrast text templates --seeds 0 1 2 --parallel 3 --workers 2 --device cuda "$@" ;;
   models)
-    python -m kefer.experiments run encoders models --seeds 0 --parallel 4 --workers 2 --device cuda "$@" ;;
+    python -m kefer.experiments run encoders table2-facenet models --seeds 0 1 2 --parallel 4 --workers 2 --device cuda "$@" ;;
   *) echo "unknown: $what" >&2; exit 2 ;;
 esac
