@@ -4,8 +4,8 @@
 # finished (its container showed 2 CPU cores), so no figure in the docs comes from them yet.
 # Needs FER+ and CK+ under $KEFER_DATA and the converted encoders in the kefer cache.
 #   bash scripts/gpu_runs.sh bench                    # training/inference images/s per encoder and size
-#   bash scripts/gpu_runs.sh ablations [runner flags] # table2, contrast, text: 3 seeds each
-#   bash scripts/gpu_runs.sh models [runner flags]    # encoder initialisations and the shipped models
+#   bash scripts/gpu_runs.sh ablations [runner flags] # table2, contrast, text, templates: 3 seeds each
+#   bash scripts/gpu_runs.sh models [runner flags]    # encoder initialisations, FaceNet baseline vs full, the shipped models
 # Runner flags go to `python -m kefer.experiments run`, e.g. --root DIR, --deadline MIN, -- --time-budget 6
 set -euo pipefail
 cd "$(dirname "$0")/.."
