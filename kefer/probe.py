@@ -69,17 +69,36 @@ def ckplus_subjects(paths: list[Path]) -> list[str]:
     return [p.name.split("_")[0] for p in paths]
 
 
+class FaceNetBottleneck(torch.nn.Module):
+    """FaceNet's own 512-d identity embedding (pool -> bottleneck -> BatchNorm), to compare with the
+    1792-d pooled features that ``facenet-casia`` fine-tunes from."""
+
+    num_features = 512
+
+    def __init__(self):
+        super().__init__()
+        from facenet_pytorch import InceptionResnetV1
+
+        self.net = InceptionResnetV1(classify=False).eval()
+        self.net.load_state_dict(pretrained.converted_state_dict("facenet-casia"))
+        self.mean, self.std = pretrained.FACENET_MEAN, pretrained.FACENET_STD
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def run_config(name: str, img_size: int, data: dict, seed: int) -> dict:
-    """Probe accuracy and CK+ AUC of one encoder at one input size."""
+    """Probe accuracy and CK+ AUC of one encoder at one input size (``facenet-casia:bottleneck``:
+    FaceNet's 512-d embedding instead of its pooled features)."""
     torch.manual_seed(seed)  # the random-init baselines
-    encoder = pretrained.create_encoder(name, img_size)
+    encoder = FaceNetBottleneck() if name == "facenet-casia:bottleneck" else pretrained.create_encoder(name, img_size)
     start = time.time()
     feats = {split: extract(encoder, paths, img_size) for split, (paths, _) in data.items()}
     seconds = time.time() - start
     fit = linear_probe(feats["train"], data["train"][1], feats["test"], data["test"][1], seed=seed)
     auc = same_subject_auc(feats["ckplus"], ckplus_subjects(data["ckplus"][0]))
     n_images = sum(len(paths) for paths, _ in data.values())
-    return {"encoder": name, "img_size": img_size, "pretrained": pretrained.is_pretrained(name),
+    return {"encoder": name, "img_size": img_size, "pretrained": pretrained.is_pretrained(name.split(":")[0]),
             "num_features": encoder.num_features, "ferplus_probe_acc": round(fit["acc"], 4), "probe_C": fit["C"],
             "ckplus_same_subject_auc": round(auc, 4), "extract_img_per_s": round(n_images / seconds, 1)}
 

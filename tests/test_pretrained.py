@@ -264,3 +264,20 @@ def test_msceleb_swin_rejects_other_files(tmp_path):
     torch.save({"state_dict_backbone": resnet.body.state_dict()}, tmp_path / "resnet.pt")
     with pytest.raises(ValueError, match="does not fit"):
         pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "resnet.pt")
+
+
+def test_probe_compares_the_facenet_bottleneck(ferplus_root, ckplus_root):
+    """`facenet-casia:bottleneck` probes FaceNet's 512-d embedding beside the 1792-d pool."""
+    from kefer.data import ferplus
+
+    train = ferplus.read_split(ferplus_root, "train")[:60]
+    test = ferplus.read_split(ferplus_root, "test")[:40]
+    ck = read_folder(ckplus_root)[0][::40]
+    data = {"train": ([p for p, _ in train], np.array([y for _, y in train])),
+            "test": ([p for p, _ in test], np.array([y for _, y in test])),
+            "ckplus": ([p for p, _ in ck], None)}
+    pooled = probe.run_config("facenet-casia", 96, data, seed=0)
+    bottleneck = probe.run_config("facenet-casia:bottleneck", 96, data, seed=0)
+    assert (pooled["num_features"], bottleneck["num_features"]) == (1792, 512)
+    assert bottleneck["pretrained"] and 0 <= bottleneck["ferplus_probe_acc"] <= 1
+    assert bottleneck["ckplus_same_subject_auc"] != pooled["ckplus_same_subject_auc"]
