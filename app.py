@@ -2,7 +2,8 @@
 
 Webcam and photo upload, per-class similarity bars, a live embedding map, a prompt editor and
 neutral calibration (see kefer/demo.py). By default the webcam uses the fast model in assets/ and
-uploaded photos the accurate one; --checkpoint uses one model for both. When no model is found it
+uploaded photos the accurate one, each photo averaged with its mirror image; --checkpoint uses one
+model for both. When no model is found it
 still starts, finds faces and says how to get one.
 """
 import argparse
@@ -23,6 +24,8 @@ def main() -> None:
                                              "or an assets/ name")
     parser.add_argument("--stream-model", default="fast", help="the webcam's model (default: assets/fast)")
     parser.add_argument("--photo-model", default="accurate", help="the photos' model (default: assets/accurate)")
+    parser.add_argument("--no-photo-flip", dest="photo_flip", action="store_false",
+                        help="score photos once, not averaged with their mirror image (half the cost)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -36,7 +39,7 @@ def main() -> None:
     photo_name = args.checkpoint or args.photo_model
     try:
         recognizer = kefer.load(stream_name, device=args.device)
-        photo_recognizer = recognizer if photo_name == stream_name else kefer.load(photo_name, device=args.device)
+        photo_recognizer = kefer.load(photo_name, device=args.device, flip=args.photo_flip)
         note = (f"Webcam: {recognizer.summary}. Photos: {photo_recognizer.summary}. "
                 f"{len(recognizer.classes)} classes.")
         demo = build_demo(recognizer, note=note, device=args.device, photo_recognizer=photo_recognizer)

@@ -80,15 +80,18 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def infer(model: KEFERModel, loader: DataLoader, device: torch.device, amp: bool = True, desc: str = "eval"):
+def infer(model: KEFERModel, loader: DataLoader, device: torch.device, amp: bool = True, desc: str = "eval",
+          flip: bool = False):
     """Run ``model`` over ``loader``: (logits [N, K], representations [N, d], labels [N]) on CPU,
-    gathered from every process."""
+    gathered from every process. ``flip``: average each representation with its mirror image's."""
     model.eval()
     logits, feats, labels = [], [], []
     for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=not dist.is_main()):
+        x = to_device(x, device)
         with autocast(device, amp):
-            f = model(to_device(x, device))
-        f = f.float()
+            f = model(x).float()
+            if flip:
+                f = (f + model(x.flip(-1)).float()) / 2
         logits.append(model.logits(f).cpu())
         feats.append(f.cpu())
         labels.append(y)
@@ -306,11 +309,12 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
 
 
 def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | None = None,
-             classes: list[str] | None = None, amp: bool = True, split: str = "test") -> dict:
+             classes: list[str] | None = None, amp: bool = True, split: str = "test", flip: bool = False) -> dict:
     """Test ``recognizer`` on a dataset split, also across datasets.
 
     Dataset classes are matched to the model's by name; predictions are restricted to the shared
     classes (e.g. FER+ 8 -> CK+ 7). Writes confusion_matrix.png and tsne.png into ``plots_dir``.
+    ``flip``: test-time augmentation, each face averaged with its mirror image (twice the cost).
     """
     model, device = recognizer.model, recognizer.device
     data = build_dataset(dataset, data_root, split, recognizer.transform, classes=classes)
@@ -318,14 +322,15 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
     if missing:
         raise ValueError(f"The model has no class(es) {missing} of {dataset}; it knows {recognizer.classes}.")
     idx = torch.tensor([recognizer.classes.index(c) for c in data.classes])
-    logits, feats, labels = infer(model, make_loader(data, 128, False, device, 0), device, amp, desc=split)
+    logits, feats, labels = infer(model, make_loader(data, 128, False, device, 0), device, amp, desc=split,
+                                 flip=flip)
     pred = logits[:, idx].argmax(1)
     m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
     out = {
         "dataset": dataset, "split": split,
         "test_accuracy": m["accuracy"], "test_mean_accuracy": m["mean_accuracy"],
         "per_class_accuracy": m["per_class_accuracy"], "confusion_matrix": m["confusion_matrix"],
-        "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped),
+        "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped), "flip": flip,
     }
     if plots_dir is not None:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)

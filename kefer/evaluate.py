@@ -22,13 +22,16 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--classes", help="comma-separated classes to keep (default: the dataset's own)")
     p.add_argument("--plots", help="folder for confusion_matrix.png and tsne.png")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time augmentation: average each face with its mirror image (twice the cost)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="also write the JSON to this file")
     args = p.parse_args(argv)
     try:
         rec = load(args.checkpoint, device=args.device)
         classes = args.classes.split(",") if args.classes else None
-        metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split)
+        metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split,
+                           flip=args.flip)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

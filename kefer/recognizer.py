@@ -4,6 +4,7 @@
     rec = kefer.load()                  # the default ("accurate") model in assets/; kefer.load("fast")
     rec = kefer.load("runs/x")          # or a run directory / checkpoint file
     probs = rec.predict([face])         # [N, K]
+    rec = kefer.load("accurate", flip=True)   # mirror-image test-time augmentation: twice the cost
     rec.set_prompts(classes=[*rec.classes, "confusion"])   # zero-shot: just new text embeddings
 """
 from __future__ import annotations
@@ -59,11 +60,12 @@ def as_rgb(face) -> Image.Image:
 class Recognizer:
     """A trained model with its class text embeddings; scores face crops."""
 
-    def __init__(self, model: KEFERModel, meta: dict, device="cpu", name: str = "model"):
+    def __init__(self, model: KEFERModel, meta: dict, device="cpu", name: str = "model", flip: bool = False):
         self.model = model.to(device).eval()
         self.meta = meta
         self.device = torch.device(device)
         self.name = name
+        self.flip = flip    # average each face's representation with its mirror image's
         self.input_size = int(meta["img_size"])
         self.transform = eval_transform(self.input_size, meta["mean"], meta["std"])
         self._own = (list(meta["classes"]), list(meta["templates"]), None if model.text is None else model.text.clone())
@@ -71,21 +73,22 @@ class Recognizer:
         self._text_encoder = None
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu") -> "Recognizer":
+    def from_checkpoint(cls, path, device="cpu", flip: bool = False) -> "Recognizer":
         path = resolve_checkpoint(path)
         state, meta = load_model(path)
         encoder = build_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
         model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
         model.load_state_dict(state)
         name = path.parent.name if path.name == "best.safetensors" else path.stem
-        return cls(model, meta, device, name=name)
+        return cls(model, meta, device, name=name, flip=flip)
 
     @property
     def summary(self) -> str:
-        """One line: name, encoder, input size and the test accuracy stored at export, if any."""
+        """One line: name, encoder, input size, mirror averaging and the test accuracy stored at export."""
         metrics = self.meta.get("metrics", {})
         acc = f", FER+ test {100 * metrics['test_accuracy']:.1f}%" if "test_accuracy" in metrics else ""
-        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc})"
+        flip = ", mirror-averaged" if self.flip else ""
+        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{flip}{acc})"
 
     @property
     def template(self) -> str:
@@ -109,7 +112,8 @@ class Recognizer:
         if not faces:
             return torch.zeros(0, self.model.dim, device=self.device)
         x = torch.stack([self.transform(as_rgb(f)) for f in faces]).to(self.device)
-        return self.model(x).float()
+        f = self.model(x).float()
+        return (f + self.model(x.flip(-1)).float()) / 2 if self.flip else f
 
     def embed(self, faces) -> np.ndarray:
         """Face crops -> L2-normalised representations [N, d]."""
@@ -149,7 +153,7 @@ class Recognizer:
             self.model.text = text.to(self.device)
 
 
-def load(path: str | Path | None = None, device: str = "cpu") -> Recognizer:
+def load(path: str | Path | None = None, device: str = "cpu", flip: bool = False) -> Recognizer:
     """A Recognizer from a checkpoint file, a run directory, or a model name in ``assets/``
-    (``None``: the default model)."""
-    return Recognizer.from_checkpoint(path, device)
+    (``None``: the default model). ``flip``: average each face with its mirror image (twice the cost)."""
+    return Recognizer.from_checkpoint(path, device, flip)

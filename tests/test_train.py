@@ -59,6 +59,22 @@ def test_evaluate_cli_reloads_the_checkpoint(run):
     assert out["test_accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"])
 
 
+def test_mirror_averaging_is_mirror_invariant_and_evaluates(run, ckplus_root):
+    """flip=True averages a face with its mirror image: a face and its mirror then score the same."""
+    from PIL import Image, ImageOps
+    face = Image.open(next((ckplus_root / "happiness").iterdir()))
+    plain, flipped = kefer.load(run), kefer.load(run, flip=True)
+    assert "mirror-averaged" in flipped.summary and "mirror-averaged" not in plain.summary
+    both = flipped.embed([face, ImageOps.mirror(face)])
+    np.testing.assert_allclose(both[0], both[1], atol=1e-4)
+    assert not np.allclose(plain.embed(face), plain.embed(ImageOps.mirror(face)), atol=1e-3)
+    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run), "--dataset", "ckplus", "--data-root", str(ckplus_root),
+                "--flip")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["flip"] is True and out["n"] == 873 and 0 < out["test_accuracy"] <= 1
+
+
 def test_cross_dataset_to_ckplus_seven_classes(run, ckplus_root, tmp_path):
     r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run / "best.safetensors"), "--dataset", "ckplus",
                 "--data-root", str(ckplus_root), "--plots", str(tmp_path / "plots"))
