@@ -36,6 +36,9 @@ def main(argv=None) -> int:
                                      "published weights) or clip:<model>/<tag|file> (a CLIP image tower)")
     p.add_argument("--encoder-weights", help="a state-dict file for the encoder")
     p.add_argument("--img-size", type=int)
+    p.add_argument("--batchnorm", choices=["auto", "frozen", "train"],
+                   help="BatchNorm of a kefer pretrained encoder while training: auto (frozen where the "
+                        "statistics were folded, e.g. facenet-casia), frozen (eval mode), or train (batch statistics)")
     p.add_argument("--text-encoder", help="auto, minilm, or clip:<model>/<tag|file|random>")
     p.add_argument("--template", action="append",
                    help="prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9")
@@ -49,6 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--balance", choices=["none", "oversample"],
                    help="oversample: draw training images class-balanced (the paper's AffectNet recipe)")
+    p.add_argument("--labels", choices=["majority", "votes"],
+                   help="FER+ training targets: majority labels (the paper) or the 10 annotators' vote "
+                        "distribution for the cross-entropy term; validation and test stay majority-labelled")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--workers", type=int)
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None)

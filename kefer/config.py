@@ -16,11 +16,13 @@ class Config:
     classes: list[str] | None = None      # None: the dataset's own classes
     max_train_samples: int | None = None
     balance: str = "none"                 # "oversample": class-balanced sampling of training images
+    labels: str = "majority"              # "votes": FER+ training targets are the annotator vote distributions
     # model
     encoder: str = "resnet18"
     encoder_weights: str | None = None
     encoder_kwargs: dict = field(default_factory=dict)
     img_size: int = 224
+    batchnorm: str = "auto"               # kefer pretrained encoders: "auto" (the registry's), "frozen", "train"
     # knowledge
     text_encoder: str = "auto"
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])

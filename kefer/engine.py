@@ -128,17 +128,22 @@ def fit_to_budget(cfg: Config, epoch_seconds: float, spent_seconds: float) -> Co
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossConfig, nu, device,
                     amp: bool, desc: str) -> dict:
     """One pass over ``loader``. Returns the mean of each loss term, 'loss' and 'train_accuracy'
-    (over all processes). ``model`` may be wrapped in DistributedDataParallel."""
+    (over all processes). ``model`` may be wrapped in DistributedDataParallel. Labels are class
+    indices [B] or distributions [B, K] (``--labels votes``), whose argmax is the class."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
     model.train()
     sums, correct, seen = {}, 0, 0
     bar = tqdm(loader, desc=desc, leave=False, mininterval=1, disable=not dist.is_main())
     for step, (x, y) in enumerate(bar):
         x, y = to_device(x, device), y.to(device, non_blocking=True)
+        soft = y if y.is_floating_point() else None
+        if soft is not None:
+            y = soft.argmax(1)
         with autocast(device, amp):
             f = model(x)
         f = f.float()
-        loss, parts = total_loss(loss_cfg, f, core.text, y, nu, transform=core.transform, head=core.head)
+        loss, parts = total_loss(loss_cfg, f, core.text, y, nu, transform=core.transform, head=core.head,
+                                 soft=soft)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"Loss became {loss.item()} (terms {parts}); lower --lr?")
         optimizer.zero_grad(set_to_none=True)
@@ -190,6 +195,7 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     Under ``torchrun`` every process trains its share of each batch (DDP) and only the main one
     prints and writes.
     """
+    begun = time.time()  # the time budget counts data loading and model building too
     device = dist.setup(cfg.device)
     main = dist.is_main()
     log = print if main else (lambda *args, **kwargs: None)
@@ -208,11 +214,13 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     for template in cfg.templates:
         check_template(template)
 
-    encoder = build_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, **cfg.encoder_kwargs)
+    encoder = build_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
+                            **cfg.encoder_kwargs)
     mean, std = encoder.mean, encoder.std
     train_set = build_dataset(cfg.dataset, cfg.data_root, "train",
                               train_transform(cfg.img_size, mean, std, cfg.rotation),
-                              classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed)
+                              classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed,
+                              labels=cfg.labels)
     classes = train_set.classes
     val_set = build_dataset(cfg.dataset, cfg.data_root, "val", eval_transform(cfg.img_size, mean, std), classes=classes)
     nu = classes.index("neutral") if "neutral" in classes else None
@@ -271,8 +279,9 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
         if improved:
             best = {"val_accuracy": row["val_accuracy"], "epoch": epoch + 1}
         if cfg.time_budget and epoch + 1 == cfg.warmup_epochs:
-            spent = dist.sum_all({"s": time.time() - started})["s"] / dist.world_size()  # same on every rank
-            cfg = fit_to_budget(cfg, spent / (epoch + 1 - start), spent)
+            now = dist.sum_all({"epochs": time.time() - started, "all": time.time() - begun})  # same on every rank
+            cfg = fit_to_budget(cfg, now["epochs"] / dist.world_size() / (epoch + 1 - start),
+                                now["all"] / dist.world_size())
             scheduler.lr_lambdas = [lr_lambda(cfg, len(train_loader))]
             meta["config"] = asdict(cfg)
             if main:

@@ -48,6 +48,8 @@ ROWS: dict[str, list[str]] = {
     "enc-scratch": ENCODERS + ["--encoder", "inception-resnet-v1"],
     "enc-facenet": ENCODERS + ["--encoder", "facenet-casia"],
     "enc-imagenet": ENCODERS + ["--encoder", "efficientnet-lite0-imagenet"],
+    "enc-facenet-votes": ENCODERS + ["--encoder", "facenet-casia", "--labels", "votes"],
+    "enc-facenet-bn-train": ENCODERS + ["--encoder", "facenet-casia", "--batchnorm", "train"],
     "enc-facenet-classifier": ENCODERS + ["--encoder", "facenet-casia", "--losses", "classifier"],
     "fast": CPU + ["--epochs", "40"],
 }
@@ -61,6 +63,10 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
                  ["enc-scratch", "enc-facenet", "enc-imagenet"]),
     "table2-facenet": ("Classifier baseline vs full method, face-pretrained encoder",
                        ["enc-facenet-classifier", "enc-facenet"]),
+    "batchnorm": ("Folded BatchNorm of the face-pretrained encoder: frozen vs batch statistics",
+                  ["enc-facenet", "enc-facenet-bn-train"]),
+    "labels": ("FER+ majority labels vs annotator vote distributions, face-pretrained encoder",
+               ["enc-facenet", "enc-facenet-votes"]),
     "models": ("Shipped models", ["fast", "enc-facenet"]),
 }
 # A scale shrinks every run the same way, so that a 2-core CPU can run the seeds of an experiment.

@@ -21,7 +21,7 @@ def similarity(f: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 
 
 def knowledge_ce(f, text, y, tau: float = TAU) -> torch.Tensor:
-    """Eq. 5: cross-entropy over softmax(cos(f, t_k) / tau)."""
+    """Eq. 5: cross-entropy over softmax(cos(f, t_k) / tau); ``y`` [B] classes or [B, K] distributions."""
     return F.cross_entropy(similarity(f, text) / tau, y)
 
 
@@ -92,16 +92,20 @@ class LossConfig:
         return (self.weights or {}).get(term, 1.0)
 
 
-def total_loss(cfg: LossConfig, f, text, y, nu: int | None, transform=None, head=None) -> tuple[torch.Tensor, dict]:
+def total_loss(cfg: LossConfig, f, text, y, nu: int | None, transform=None, head=None,
+               soft: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Eq. 11: sum of the weighted terms. Returns (loss, {term: detached value}).
 
     ``transform`` is G (needed by t / sc / infonce), ``head`` the baseline's linear classifier.
+    ``soft`` [B, K]: target distributions (FER+ votes) for the cross-entropy terms instead of ``y``;
+    L_t, L_sc and InfoNCE still use the class ``y``.
     """
     parts = {}
+    target = y if soft is None else soft
     if "classifier" in cfg.terms:
-        parts["classifier"] = F.cross_entropy(head(f), y)
+        parts["classifier"] = F.cross_entropy(head(f), target)
     if "ce" in cfg.terms:
-        parts["ce"] = knowledge_ce(f, text, y, cfg.tau)
+        parts["ce"] = knowledge_ce(f, text, target, cfg.tau)
     if cfg.needs_neutral:
         n = transform(f)
         if "t" in cfg.terms:

@@ -88,7 +88,7 @@ def timm_pretrained(name: str, img_size: int, **kwargs) -> nn.Module:
 
 
 def build_encoder(name: str, img_size: int, weights: str | None = None, pretrained: bool = True,
-                  **kwargs) -> nn.Module:
+                  batchnorm: str = "auto", **kwargs) -> nn.Module:
     """A feature extractor ``x [B, 3, H, W] -> [B, F]`` with ``.num_features``, ``.mean``, ``.std``.
 
     ``name`` is one of:
@@ -97,8 +97,15 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
     - ``clip:<open_clip model>/<tag|file|random>``, a CLIP image tower (e.g. ``clip:ViT-B-16/openai``);
     - any timm model name, built from scratch (timm never downloads then) or from a ``weights`` file.
     ``pretrained=False`` builds the bare architecture (used when a checkpoint's weights replace it anyway).
+    ``batchnorm`` ("auto", "frozen", "train") overrides a registry encoder's BatchNorm mode in training.
     """
     from . import pretrained as registry
+
+    if batchnorm not in ("auto", "frozen", "train"):
+        raise ValueError(f"batchnorm must be auto, frozen or train, not {batchnorm!r}")
+    if batchnorm != "auto" and name not in registry.list_encoders():
+        raise ValueError(f"batchnorm={batchnorm!r} applies to kefer's pretrained encoders "
+                         f"({registry.list_encoders()}), not {name!r}.")
 
     if name.startswith("clip:") and "/" in name:
         model_name, tag = name[len("clip:"):].split("/", 1)
@@ -109,7 +116,8 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
         name = name[len("timm:"):].split(".")[0]
     if name in registry.list_encoders():
         return registry.create_encoder(name, img_size=img_size, weights=weights if pretrained else None,
-                                       pretrained=pretrained)
+                                       pretrained=pretrained,
+                                       frozen_bn=None if batchnorm == "auto" else batchnorm == "frozen")
     if name not in timm.list_models():
         raise ValueError(
             f"Unknown encoder {name!r}: not a kefer pretrained encoder ({registry.list_encoders()}) "

@@ -424,7 +424,7 @@ def converted_state_dict(name: str, source: str | Path | None = None) -> dict[st
 
 
 def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
-                   pretrained: bool = True) -> Encoder:
+                   pretrained: bool = True, frozen_bn: bool | None = None) -> Encoder:
     """The encoder ``name`` for ``img_size`` x ``img_size`` input, weights loaded: an ``Encoder``
     mapping x [B, 3, img_size, img_size] (normalised with ``.mean``/``.std``) -> [B, .num_features].
 
@@ -434,6 +434,7 @@ def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
     machine that lacks the source package (a GPU node).
     ``pretrained=False`` skips the weights (random init) and keeps everything else, e.g. when a
     checkpoint's weights replace them anyway.
+    ``frozen_bn`` overrides the entry's BatchNorm mode in training (None: the entry's own).
     Raises KeyError for an unknown name, ValueError for an unsuitable size or weights file.
     """
     if name not in REGISTRY:
@@ -459,7 +460,8 @@ def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
     elif pretrained and spec.source is not None:
         state = converted_state_dict(name)
         _load_exactly(body, {k: v for k, v in state.items() if not k.startswith(spec.unused)}, name)
-    return Encoder(body, body.num_features, spec.mean, spec.std, spec.default_img_size, spec.frozen_bn)
+    return Encoder(body, body.num_features, spec.mean, spec.std, spec.default_img_size,
+                   spec.frozen_bn if frozen_bn is None else frozen_bn)
 
 
 def _load_exactly(body: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from kefer.data import build_dataset, read_folder
-from kefer.data.ferplus import majority_label, read_split
+from kefer.data.ferplus import majority_label, read_split, vote_distribution
 from kefer.data.vocab import canonical
 
 
@@ -15,6 +15,33 @@ def test_majority_label_rules():
     assert majority_label([4, 4, 0, 0, 0, 0, 0, 0, 2, 0]) is None   # no class over half
     assert majority_label([0, 2, 0, 0, 0, 0, 0, 0, 8, 0]) is None   # unknown wins
     assert majority_label([0, 0, 0, 0, 0, 0, 0, 0, 0, 10]) is None  # not a face
+
+
+def test_vote_distribution_drops_noise_and_non_classes():
+    # neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+    assert vote_distribution([0, 6, 0, 1, 0, 3, 0, 0, 0, 0]) == pytest.approx([0, 2 / 3, 0, 0, 0, 1 / 3, 0, 0])
+    assert vote_distribution([5, 0, 0, 1, 3, 1, 0, 0, 0, 0]) == pytest.approx([5 / 8, 0, 0, 0, 3 / 8, 0, 0, 0])
+    assert vote_distribution([0, 0, 0, 0, 0, 0, 0, 0, 2, 8]) == [0.0] * 8
+
+
+def test_ferplus_vote_targets_agree_with_the_majority_labels(ferplus_root):
+    ds = build_dataset("ferplus", ferplus_root, "train", max_samples=300, labels="votes")
+    q = ds.soft_targets
+    assert q.shape == (300, 8) and np.allclose(q.sum(1), 1) and (q.argmax(1).tolist() == ds.targets)
+    assert (q.max(1).values < 1).any()                      # some images are not unanimous
+    img, target = ds[0]
+    assert target.shape == (8,) and int(target.argmax()) == ds.targets[0]
+    seven = build_dataset("ferplus", ferplus_root, "train", max_samples=300, labels="votes",
+                          classes=["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"])
+    assert seven.soft_targets.shape[1] == 7 and seven.soft_targets.argmax(1).tolist() == seven.targets
+    assert build_dataset("ferplus", ferplus_root, "val", max_samples=5).soft_targets is None
+
+
+def test_vote_labels_need_ferplus(ckplus_root):
+    with pytest.raises(ValueError, match="annotator votes"):
+        build_dataset("ckplus", ckplus_root, "test", labels="votes")
+    with pytest.raises(ValueError, match="majority' or 'votes"):
+        build_dataset("ckplus", ckplus_root, "test", labels="soft")
 
 
 def test_ferplus_majority_counts_match_the_published_ones(ferplus_root):

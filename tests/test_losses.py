@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kefer.losses import (LossConfig, info_nce, knowledge_ce, self_contrast, total_loss,
+from kefer.losses import (TAU, LossConfig, info_nce, knowledge_ce, self_contrast, similarity, total_loss,
                           transformation_loss)
 
 # 2-D toy space: class 0 = neutral along x, class 1 along y, class 2 along the diagonal.
@@ -82,6 +82,21 @@ def test_total_is_weighted_sum():
     _, parts = total_loss(LossConfig(("ce", "t", "sc")), f, TEXT, y, NU, transform=g)
     loss, _ = total_loss(LossConfig(("ce", "t", "sc"), {"t": 0.5, "sc": 2.0}), f, TEXT, y, NU, transform=g)
     assert loss.item() == pytest.approx(parts["ce"] + 0.5 * parts["t"] + 2.0 * parts["sc"], rel=1e-5)
+
+
+def test_soft_targets_change_only_the_cross_entropy_terms():
+    f = torch.randn(6, 2)
+    y = torch.tensor([0, 1, 2, 1, 2, 0])
+    g = torch.nn.Linear(2, 2)
+    cfg = LossConfig(("ce", "t", "sc"))
+    _, hard = total_loss(cfg, f, TEXT, y, NU, transform=g)
+    _, one_hot = total_loss(cfg, f, TEXT, y, NU, transform=g, soft=F.one_hot(y, 3).float())
+    assert all(one_hot[k].item() == pytest.approx(hard[k].item(), rel=1e-5) for k in hard)
+    mixed = 0.7 * F.one_hot(y, 3).float() + 0.1
+    _, soft = total_loss(cfg, f, TEXT, y, NU, transform=g, soft=mixed)
+    expected = -(mixed * (similarity(f, TEXT) / TAU).log_softmax(-1)).sum(-1).mean()
+    assert soft["ce"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert soft["t"].item() == pytest.approx(hard["t"].item()) and soft["sc"].item() == pytest.approx(hard["sc"].item())
 
 
 @pytest.mark.parametrize("terms", [(), ("bogus",), ("classifier", "ce"), ("ce", "sc", "infonce")])

@@ -125,6 +125,21 @@ def test_training_keeps_folded_batchnorm_frozen_and_trains_the_rest(facenet):
     facenet.eval()
 
 
+def test_batchnorm_mode_can_be_overridden():
+    """--batchnorm train lets facenet-casia's BatchNorms use batch statistics; frozen keeps them fixed."""
+    from kefer.model import build_encoder
+
+    default = build_encoder("facenet-casia", 80, pretrained=False)
+    batch = build_encoder("facenet-casia", 80, pretrained=False, batchnorm="train").train()
+    assert default.frozen_bn and not batch.frozen_bn
+    assert all(m.training for m in batch.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert build_encoder("inception-resnet-v1", 80, pretrained=False, batchnorm="frozen").frozen_bn
+    with pytest.raises(ValueError, match="kefer's pretrained encoders"):
+        build_encoder("resnet18", 64, batchnorm="frozen")
+    with pytest.raises(ValueError, match="auto, frozen or train"):
+        build_encoder("facenet-casia", 80, pretrained=False, batchnorm="off")
+
+
 def test_converted_facenet_verifies_ckplus_subjects():
     """FaceNet's own 512-d embedding (facenet-pytorch's forward, every converted tensor in use) tells
     CK+ subjects apart: AUC >= 0.98 at 160 px (random weights: about 0.96)."""

@@ -143,6 +143,14 @@ def test_time_budget_run_records_the_epochs_it_ran(ferplus_root, tmp_path):
     assert len(history(tmp_path)) == 2 and not (tmp_path / "tsne.png").exists()
 
 
+def test_training_on_vote_distributions(ferplus_root, tmp_path):
+    r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
+                "--max-train-samples", "100", "--epochs", "1", "--labels", "votes", "--no-plots", "--output", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "config.json").read_text())["labels"] == "votes"
+    assert 0 < float(history(tmp_path)[0]["ce"]) and json.loads((tmp_path / "metrics.json").read_text())["n"] == 3137
+
+
 def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
     """Two rows of table2 at a tiny scale, then the report: raw JSON, a table and a plot."""
     from kefer import experiments

@@ -47,7 +47,8 @@ class FaceDataset(Dataset):
     ``samples`` are (path, label) or (path, label, face box (x, y, w, h)) tuples.
     Unreadable images are skipped at construction and counted in ``skipped`` (never a crash).
     With ``preload`` the decoded images are kept in memory (FER+ is 48x48: about 70 MB).
-    Items are ``(transform(image), label)``.
+    Items are ``(transform(image), label)``; with ``soft_targets`` [N, K] set, the label is the
+    i-th row, a distribution over ``classes`` (e.g. FER+'s votes), instead of a class index.
     """
 
     def __init__(self, samples: list[tuple[Path, int]], classes: list[str], transform=None,
@@ -55,6 +56,7 @@ class FaceDataset(Dataset):
         self.classes = list(classes)
         self.transform = transform
         self.samples, self.boxes, self.images, self.skipped = [], [], [], []
+        self.soft_targets: torch.Tensor | None = None
         for path, label, *box in tqdm(samples, desc=f"reading {desc}", leave=False, mininterval=2):
             box = box[0] if box else None
             try:
@@ -84,7 +86,8 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, i: int):
         img = self.image(i)
-        return (self.transform(img) if self.transform else img), self.samples[i][1]
+        label = self.samples[i][1] if self.soft_targets is None else self.soft_targets[i]
+        return (self.transform(img) if self.transform else img), label
 
 
 def read_folder(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -204,11 +207,15 @@ def restrict(samples: list[tuple], classes: list[str], keep: list[str], name: st
 
 def build_dataset(name: str, root: str | Path | None, split: str, transform=None,
                   classes: list[str] | None = None, max_samples: int | None = None,
-                  seed: int = 0) -> FaceDataset:
+                  seed: int = 0, labels: str = "majority") -> FaceDataset:
     """The ``split`` ('train', 'val' or 'test') of dataset ``name`` under ``root``.
 
     ``classes`` restricts and orders the classes; ``max_samples`` keeps a seeded random subset.
+    ``labels="votes"`` (FER+ only) sets ``soft_targets`` to each image's annotator vote
+    distribution over ``classes``; the images are those of the majority protocol.
     """
+    if labels not in ("majority", "votes"):
+        raise ValueError(f"labels must be 'majority' or 'votes', not {labels!r}.")
     base = parse_name(name)[0]
     if base not in READERS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
@@ -225,6 +232,14 @@ def build_dataset(name: str, root: str | Path | None, split: str, transform=None
         keep = [c for c in all_classes if c != "contempt"]
     else:
         keep = all_classes
+    if labels == "votes" and base != "ferplus":
+        raise ValueError(f"labels='votes' needs FER+'s annotator votes; {name} has one label per image.")
     samples = restrict(samples, all_classes, keep, name)
-    return FaceDataset(sample(samples, max_samples, seed), keep, transform, preload=base not in ON_DISK,
-                       desc=f"{name}/{split}")
+    dataset = FaceDataset(sample(samples, max_samples, seed), keep, transform, preload=base not in ON_DISK,
+                          desc=f"{name}/{split}")
+    if labels == "votes":
+        votes = ferplus.read_votes(root, split)
+        columns = [all_classes.index(c) for c in keep]
+        q = torch.tensor([[votes[path][j] for j in columns] for path, _ in dataset.samples])
+        dataset.soft_targets = q / q.sum(1, keepdim=True)
+    return dataset
