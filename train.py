@@ -36,6 +36,8 @@ def main(argv=None) -> int:
                                      "published weights) or clip:<model>/<tag|file> (a CLIP image tower)")
     p.add_argument("--encoder-weights", help="a state-dict file for the encoder")
     p.add_argument("--img-size", type=int)
+    p.add_argument("--init", help="start from the weights of a kefer checkpoint: a run dir, a .safetensors file "
+                                  "or a shipped model (e.g. accurate), to fine-tune it on your data")
     p.add_argument("--batchnorm", choices=["auto", "frozen", "train"],
                    help="BatchNorm of a kefer pretrained encoder while training: auto (frozen where the "
                         "statistics were folded, e.g. facenet-casia), frozen (eval mode), or train (batch statistics)")

@@ -20,6 +20,7 @@ class Config:
     # model
     encoder: str = "resnet18"
     encoder_weights: str | None = None
+    init: str | None = None               # start from a kefer checkpoint (file, run dir or shipped model name)
     encoder_kwargs: dict = field(default_factory=dict)
     img_size: int = 224
     batchnorm: str = "auto"               # kefer pretrained encoders: "auto" (the registry's), "frozen", "train"

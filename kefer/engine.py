@@ -24,13 +24,14 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from . import viz
-from .checkpoint import load_training_state, save_model, save_training_state
+from .checkpoint import load_model, load_training_state, save_model, save_training_state
 from .config import Config
 from .data import build_dataset
 from .data.transforms import eval_transform, train_transform
 from .losses import LossConfig, total_loss
 from .metrics import classification_metrics
 from .model import KEFERModel, build_encoder
+from .recognizer import resolve_checkpoint
 from .text import check_template, class_embeddings
 
 
@@ -164,6 +165,27 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossC
     return out
 
 
+def init_from_checkpoint(model: KEFERModel, cfg: Config, text_id: str | None) -> None:
+    """Load the weights of kefer checkpoint ``cfg.init`` (a file, run directory or shipped model name)
+    into ``model``, to fine-tune a trained model further or on other data. Its text embeddings are
+    not taken: this run's classes and prompts give them. Raises ValueError where the checkpoint's
+    encoder, input size, text encoder or layers differ from this run's."""
+    weights, meta = load_model(resolve_checkpoint(cfg.init))
+    ours = {"encoder": cfg.encoder, "img_size": cfg.img_size, "text_encoder": text_id}
+    theirs = {k: meta.get(k) for k in ours}
+    if ours != theirs:
+        raise ValueError(f"--init {cfg.init}: the checkpoint has {theirs}, this run {ours}; pass the "
+                         f"checkpoint's --encoder, --img-size and --text-encoder.")
+    weights.pop("text", None)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shapes differ, e.g. a classifier head over other classes
+        raise ValueError(f"--init {cfg.init} does not fit this model: {e}") from e
+    if set(missing) - {"text"} or unexpected:
+        raise ValueError(f"--init {cfg.init} does not fit this model (losses {meta.get('losses')!r} vs "
+                         f"{cfg.losses!r}): missing {sorted(set(missing) - {'text'})[:3]}, unexpected {unexpected[:3]}.")
+
+
 def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, prompts) -> dict:
     """What inference needs to rebuild and use the model, stored inside the checkpoint."""
     return {
@@ -233,7 +255,10 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
         text, text_id, prompts = state["model"]["text"], state["text_encoder"], state["prompts"]
     else:
         text, prompts, text_id = class_embeddings(cfg.text_encoder, classes, cfg.templates)
-    model = KEFERModel(encoder, len(classes), text).to(device)
+    model = KEFERModel(encoder, len(classes), text)
+    if cfg.init and state is None:
+        init_from_checkpoint(model, cfg, text_id)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
