@@ -247,3 +247,13 @@ def test_export_half_precision_keeps_predictions(run, ferplus_root, tmp_path):
     assert (tmp_path / "m.safetensors").stat().st_size < 0.6 * (run / "best.safetensors").stat().st_size
     faces = [np.asarray(kefer.recognizer.as_rgb(np.full((48, 48), v, np.uint8))) for v in (40, 200)]
     assert np.allclose(shipped.predict(faces), kefer.load(run).predict(faces), atol=2e-2)
+
+
+def test_export_can_measure_the_written_file(run, tmp_path):
+    r = run_cli("-m", "kefer.export", str(run), str(tmp_path / "m.safetensors"), "--evaluate")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = kefer.load(tmp_path / "m.safetensors").meta["metrics"]
+    own = json.loads((run / "metrics.json").read_text())
+    assert metrics["measured_on"] == "this file"
+    assert metrics["test_accuracy"] == pytest.approx(own["test_accuracy"], abs=0.01)
+    assert metrics["val_accuracy"] == pytest.approx(own["val_accuracy"], abs=0.01)
