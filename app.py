@@ -3,8 +3,7 @@
 Webcam and photo upload, per-class similarity bars, a live embedding map, a prompt editor and
 neutral calibration (see kefer/demo.py). By default the webcam uses the fast model in assets/ and
 uploaded photos the accurate one, each photo averaged with its mirror image; --checkpoint uses one
-model for both. When no model is found it
-still starts, finds faces and says how to get one.
+model for both. When no model is found it still starts, finds faces and says how to get one.
 """
 import argparse
 import os
