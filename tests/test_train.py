@@ -123,6 +123,18 @@ def test_load_shipped_models_by_name():
         kefer.load("no-such-model")
 
 
+def test_shipped_accurate_model_scores_what_its_header_says(ferplus_root):
+    """The FER+ test accuracy stored in assets/accurate.safetensors (and quoted in the docs) is re-measured."""
+    if not (ASSETS / "accurate.safetensors").exists():
+        pytest.skip("needs assets/accurate.safetensors")
+    from kefer.engine import evaluate
+
+    rec = kefer.load()
+    assert rec.meta["metrics"]["measured_on"] == "this file"
+    out = evaluate(rec, "ferplus", ferplus_root, split="test")
+    assert out["n"] == 3137 and out["test_accuracy"] == pytest.approx(rec.meta["metrics"]["test_accuracy"], abs=1e-3)
+
+
 def test_time_budget_cuts_epochs_after_warmup():
     from kefer.config import preset
     from kefer.engine import fit_to_budget
