@@ -87,8 +87,8 @@ class Recognizer:
         """One line: name, encoder, input size, mirror averaging and the test accuracy stored at export."""
         metrics = self.meta.get("metrics", {})
         acc = f", FER+ test {100 * metrics['test_accuracy']:.1f}%" if "test_accuracy" in metrics else ""
-        flip = ", mirror-averaged" if self.flip else ""
-        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{flip}{acc})"
+        flip = "; scored mirror-averaged" if self.flip else ""
+        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc}{flip})"
 
     @property
     def template(self) -> str:
