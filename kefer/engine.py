@@ -90,9 +90,7 @@ def infer(model: KEFERModel, loader: DataLoader, device: torch.device, amp: bool
     for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=not dist.is_main()):
         x = to_device(x, device)
         with autocast(device, amp):
-            f = model(x).float()
-            if flip:
-                f = (f + model(x.flip(-1)).float()) / 2
+            f = model.represent(x, flip)
         logits.append(model.logits(f).cpu())
         feats.append(f.cpu())
         labels.append(y)

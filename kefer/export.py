@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .checkpoint import load_model, save_model
-from .recognizer import resolve_checkpoint
+from .engine import evaluate as measure
+from .recognizer import load, resolve_checkpoint
 
 
 def export(run: str | Path, dest: str | Path, command: str | None = None, half: bool = True,
@@ -32,12 +33,9 @@ def export(run: str | Path, dest: str | Path, command: str | None = None, half: 
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_model(dest, state, meta, half=half)
     if evaluate:
-        from .engine import evaluate as run_on
-        from .recognizer import load
-
         cfg = meta["config"]
         rec = load(dest)
-        val, test = (run_on(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
+        val, test = (measure(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
         meta["metrics"] = {"val_accuracy": val["test_accuracy"], "test_accuracy": test["test_accuracy"],
                            "test_mean_accuracy": test["test_mean_accuracy"], "measured_on": "this file"}
         save_model(dest, state, meta, half=half)

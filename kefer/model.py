@@ -170,6 +170,11 @@ class KEFERModel(nn.Module):
         """Images [B, 3, H, W] -> representations f [B, d] (not normalised)."""
         return self.proj(self.encoder(x))
 
+    def represent(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """Images [B, 3, H, W] -> f [B, d] in fp32; ``flip`` averages each with its mirror image's."""
+        f = self(x).float()
+        return (f + self(x.flip(-1)).float()) / 2 if flip else f
+
     def logits(self, f: torch.Tensor) -> torch.Tensor:
         """[B, d] -> [B, K]: cos(f, t_k) / tau, or the baseline head."""
         return self.head(f) if self.is_classifier else similarity(f, self.text) / TAU

@@ -112,8 +112,7 @@ class Recognizer:
         if not faces:
             return torch.zeros(0, self.model.dim, device=self.device)
         x = torch.stack([self.transform(as_rgb(f)) for f in faces]).to(self.device)
-        f = self.model(x).float()
-        return (f + self.model(x.flip(-1)).float()) / 2 if self.flip else f
+        return self.model.represent(x, self.flip)
 
     def embed(self, faces) -> np.ndarray:
         """Face crops -> L2-normalised representations [N, d]."""
