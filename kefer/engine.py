@@ -167,13 +167,18 @@ def init_from_checkpoint(model: KEFERModel, cfg: Config, text_id: str | None) ->
     """Load the weights of kefer checkpoint ``cfg.init`` (a file, run directory or shipped model name)
     into ``model``, to fine-tune a trained model further or on other data. Its text embeddings are
     not taken: this run's classes and prompts give them. Raises ValueError where the checkpoint's
-    encoder, input size, text encoder or layers differ from this run's."""
+    encoder, text encoder or layers differ from this run's. Another input size is allowed where the
+    weights fit (CNNs take any size; a ViT's position embeddings do not fit), to fine-tune at a
+    larger input."""
     weights, meta = load_model(resolve_checkpoint(cfg.init))
-    ours = {"encoder": cfg.encoder, "img_size": cfg.img_size, "text_encoder": text_id}
+    ours = {"encoder": cfg.encoder, "text_encoder": text_id}
     theirs = {k: meta.get(k) for k in ours}
     if ours != theirs:
         raise ValueError(f"--init {cfg.init}: the checkpoint has {theirs}, this run {ours}; pass the "
-                         f"checkpoint's --encoder, --img-size and --text-encoder.")
+                         f"checkpoint's --encoder and --text-encoder.")
+    if meta.get("img_size") != cfg.img_size:
+        print(f"[kefer] --init {cfg.init} was trained at {meta.get('img_size')} px; this run fine-tunes it at "
+              f"{cfg.img_size} px")
     weights.pop("text", None)
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -185,11 +185,28 @@ def test_init_refuses_a_checkpoint_of_another_model(run):
     init_from_checkpoint(model, cfg, rec.meta["text_encoder"])   # other classes: only the text differs
     assert torch.equal(model.proj.weight, rec.model.proj.weight) and model.text.shape == (3, 384)
     with pytest.raises(ValueError, match="the checkpoint has"):
-        init_from_checkpoint(model, Config.from_dict({**rec.meta["config"], "init": str(run), "img_size": 48}),
+        init_from_checkpoint(model, cfg, "clip:ViT-B-32")
+    with pytest.raises(ValueError, match="the checkpoint has"):
+        init_from_checkpoint(model, Config.from_dict({**rec.meta["config"], "init": str(run), "encoder": "resnet34"}),
                              rec.meta["text_encoder"])
     classifier = KEFERModel(build_encoder(cfg.encoder, cfg.img_size, pretrained=False), 8)
     with pytest.raises(ValueError, match="does not fit"):
         init_from_checkpoint(classifier, cfg, rec.meta["text_encoder"])
+
+
+def test_init_fine_tunes_a_cnn_at_another_input_size(run, capsys):
+    """A CNN's weights fit any input size: --init at 96 px from a 64 px run loads them and says so."""
+    import torch
+    from kefer.config import Config
+    from kefer.engine import init_from_checkpoint
+    from kefer.model import KEFERModel, build_encoder
+
+    rec = kefer.load(run)
+    cfg = Config.from_dict({**rec.meta["config"], "init": str(run), "img_size": 96})
+    model = KEFERModel(build_encoder(cfg.encoder, 96, pretrained=False), 3, torch.randn(3, 384))
+    init_from_checkpoint(model, cfg, rec.meta["text_encoder"])
+    assert torch.equal(model.proj.weight, rec.model.proj.weight)
+    assert "trained at 64 px; this run fine-tunes it at 96 px" in capsys.readouterr().out
 
 
 def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
