@@ -81,7 +81,7 @@ def test_total_is_weighted_sum():
     g = torch.nn.Linear(2, 2)
     _, parts = total_loss(LossConfig(("ce", "t", "sc")), f, TEXT, y, NU, transform=g)
     loss, _ = total_loss(LossConfig(("ce", "t", "sc"), {"t": 0.5, "sc": 2.0}), f, TEXT, y, NU, transform=g)
-    assert loss.item() == pytest.approx(parts["ce"] + 0.5 * parts["t"] + 2.0 * parts["sc"], rel=1e-5)
+    assert loss.item() == pytest.approx((parts["ce"] + 0.5 * parts["t"] + 2.0 * parts["sc"]).item(), rel=1e-5)
 
 
 def test_soft_targets_change_only_the_cross_entropy_terms():
