@@ -25,10 +25,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
-from .faces import (FaceDetector, FaceTracker, ImageError, Smoother, class_colour, draw,
+from .analysis import EmbeddingSmoother
+from .faces import (FaceDetector, FaceTracker, ImageError, class_colour, draw,
                     limit_size, load_image, to_rgb, whole_image_face)
 from .losses import TAU
 from .text import PAPER_TEMPLATES, PLACEHOLDER
+from .scoring import Prompts
 from .viz import embed_2d
 
 HISTORY = 150          # face embeddings kept per session for the embedding map
@@ -47,19 +49,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis."""
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-@dataclass
-class Prompts:
-    """A template, its class names and their text anchors [K, d] (L2-normalised)."""
-
-    template: str
-    classes: list
-    anchors: np.ndarray
-
-    @property
-    def neutral_index(self):
-        return self.classes.index("neutral") if "neutral" in self.classes else None
 
 
 class NeutralCalibration:
@@ -168,22 +157,12 @@ class App:
         self.text_lock = threading.Lock()
         self.default_prompts = None
         if recognizer is not None:
-            self.default_prompts = Prompts(recognizer.template, list(recognizer.classes),
-                                           np.array(recognizer.text_embeddings, dtype=np.float32))
+            self.default_prompts = recognizer.own_prompts
 
     def encode(self, template: str, classes: list) -> Prompts:
-        """Text anchors for new prompts, computed with the checkpoint's text encoder.
-
-        The shared recogniser is switched to the new prompts and straight back under a lock, so
-        other sessions keep their own. Raises ValueError for a bad template or class list.
-        """
-        with self.text_lock:
-            try:
-                self.rec.set_prompts(template=template, classes=classes)
-                return Prompts(self.rec.template, list(self.rec.classes),
-                               np.array(self.rec.text_embeddings, dtype=np.float32))
-            finally:
-                self.rec.reset_prompts()
+        """Text anchors for new prompts, from the checkpoint's text encoder; the shared
+        recogniser is not changed. Raises ValueError for a bad template or class list."""
+        return self.rec.encode_prompts(template=template, classes=classes)
 
 
 class Session:
@@ -193,7 +172,7 @@ class Session:
         self.app = app
         self.prompts = app.default_prompts
         self.tracker = FaceTracker(app.detector, every=app.detect_every)
-        self.smoother = Smoother(window=5)
+        self.smoother = EmbeddingSmoother(window=5)
         self.neutral = NeutralCalibration()
         self.selected_track = None
         self.frame_faces = []

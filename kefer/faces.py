@@ -5,7 +5,7 @@ The per-frame path of the app is
     frame [H, W, 3] uint8 RGB
       -> FaceTracker.update   (MTCNN on a downscaled copy every few frames, boxes reused in between)
       -> Face.crop            (eye-levelled square crop, [S, S, 3] uint8, S = model input size)
-      -> encoder + scoring    (done by the caller with the recogniser)
+      -> encoder + scoring    (kefer.analysis, with the recogniser)
       -> draw                 (boxes and labels on a copy of the frame)
 
 Nothing here knows about the model; everything works on plain numpy RGB arrays.
@@ -14,7 +14,6 @@ Nothing here knows about the model; everything works on plain numpy RGB arrays.
 from __future__ import annotations
 
 import os
-from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -84,23 +83,32 @@ def limit_size(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return small.reshape(small.shape[:2] + image.shape[2:])
 
 
-def load_image(path, max_side: int = MAX_SIDE) -> np.ndarray:
-    """Read an image file -> [H, W, 3] uint8 RGB, EXIF-rotated, at most max_side per side.
+def read_image(path, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+    """Read an image file -> ([H, W, 3] uint8 RGB, scale): EXIF-rotated, at most max_side per side;
+    ``scale`` = original pixels per returned pixel (1.0 unless it was downscaled).
 
     Large JPEGs are decoded at reduced scale (PIL's draft mode), other formats are downscaled right
-    after decoding. Raises ImageError (with the file name) for anything unreadable.
+    after decoding. Raises ImageError naming the file (never its folder) for anything unreadable.
     """
     name = os.path.basename(str(path))
     try:
         with Image.open(path) as img:
+            original = max(img.size)
             img.draft(None, (max_side, max_side))
             img = ImageOps.exif_transpose(img)
             img.load()
-            return to_rgb(img, max_side)
+            rgb = to_rgb(img, max_side)
     except ImageError as err:
         raise ImageError(f"{name}: {err}") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"{name}: not a readable image ({err})") from err
+        reason = str(err).replace(str(path), name).replace(os.path.dirname(str(path)) + os.sep, "")
+        raise ImageError(f"{name}: not a readable image ({type(err).__name__}: {reason})") from err
+    return rgb, original / max(rgb.shape[:2])
+
+
+def load_image(path, max_side: int = MAX_SIDE) -> np.ndarray:
+    """``read_image`` without the scale: [H, W, 3] uint8 RGB."""
+    return read_image(path, max_side)[0]
 
 
 @dataclass
@@ -113,6 +121,7 @@ class Face:
     score: float
     crop: np.ndarray | None = None
     track_id: int = -1
+    whole: bool = False   # the whole image stands in for a face (none was found)
 
     @property
     def area(self) -> float:
@@ -126,7 +135,7 @@ def whole_image_face(rgb: np.ndarray, crop_size: int) -> Face:
     y0, x0 = (h - side) // 2, (w - side) // 2
     crop = cv2.resize(rgb[y0 : y0 + side, x0 : x0 + side], (crop_size, crop_size), interpolation=cv2.INTER_AREA)
     box = np.array([0, 0, w - 1, h - 1], dtype=np.float32)
-    return Face(box=box, landmarks=np.zeros((5, 2), np.float32), score=0.0, crop=crop)
+    return Face(box=box, landmarks=np.zeros((5, 2), np.float32), score=0.0, crop=crop, whole=True)
 
 
 class FaceDetector:
@@ -224,26 +233,6 @@ class FaceTracker:
             else:
                 face.track_id, self.next_id = self.next_id, self.next_id + 1
         return faces
-
-
-class Smoother:
-    """Temporal smoothing of per-face scores: the mean of each track's last `window` score vectors."""
-
-    def __init__(self, window: int = 8):
-        self.window = window
-        self.history: dict[int, deque] = {}
-
-    def __call__(self, track_ids: list[int], scores: np.ndarray) -> np.ndarray:
-        """scores [N, K] for the faces with these track ids -> smoothed [N, K]; forgets absent tracks."""
-        self.history = {t: self.history.get(t, deque(maxlen=self.window)) for t in track_ids}
-        out = np.empty_like(scores)
-        for i, t in enumerate(track_ids):
-            self.history[t].append(scores[i])
-            out[i] = np.mean(self.history[t], axis=0)
-        return out
-
-    def reset(self) -> None:
-        self.history = {}
 
 
 def class_colour(index: int) -> tuple[int, int, int]:

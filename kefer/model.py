@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 import torch.nn as nn
 
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .losses import TAU, similarity
+from .scoring import logits
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
@@ -134,6 +135,15 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
     return encoder
 
 
+def mirror_average(run, x, flip: bool):
+    """``run(x)`` [B, d], averaged with ``run`` of the mirror images when ``flip`` (x [B, 3, H, W],
+    a torch tensor or numpy array): the one place mirror test-time augmentation is done."""
+    if not flip:
+        return run(x)
+    mirrored = x.flip(-1) if isinstance(x, torch.Tensor) else np.ascontiguousarray(x[..., ::-1])
+    return (run(x) + run(mirrored)) / 2
+
+
 class TransformationNet(nn.Module):
     """G (Eq. 6): expression representation -> its neutral counterpart, [B, d] -> [B, d]."""
 
@@ -172,12 +182,11 @@ class KEFERModel(nn.Module):
 
     def represent(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
         """Images [B, 3, H, W] -> f [B, d] in fp32; ``flip`` averages each with its mirror image's."""
-        f = self(x).float()
-        return (f + self(x.flip(-1)).float()) / 2 if flip else f
+        return mirror_average(lambda images: self(images).float(), x, flip)
 
     def logits(self, f: torch.Tensor) -> torch.Tensor:
         """[B, d] -> [B, K]: cos(f, t_k) / tau, or the baseline head."""
-        return self.head(f) if self.is_classifier else similarity(f, self.text) / TAU
+        return logits(f, self.text, self.head)
 
     def anchors(self) -> torch.Tensor:
         """Class anchors in representation space [K, d]: text embeddings, or the head's weights."""

@@ -1,46 +1,56 @@
-"""Inference API: a trained model plus its text knowledge, for face crops.
+"""Inference API: a trained model plus its text knowledge, for face crops and whole images.
 
     import kefer
     rec = kefer.load()                  # the default ("accurate") model in assets/; kefer.load("fast")
-    rec = kefer.load("runs/x")          # or a run directory / checkpoint file
+    rec = kefer.load("runs/x")          # or a run directory / checkpoint file / exported .onnx file
+    rec = kefer.load("accurate", backend="torch")   # "auto" (default): ONNX Runtime on the CPU if installed
     probs = rec.predict([face])         # [N, K]
+    faces = rec.analyze("group.jpg")    # every face: box, landmarks, crop, probabilities, label
     rec = kefer.load("accurate", flip=True)   # mirror-image test-time augmentation: twice the cost
     rec.set_prompts(classes=[*rec.classes, "confusion"])   # zero-shot: just new text embeddings
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from . import backend as backends
 from .checkpoint import load_model
 from .data.transforms import eval_transform
-from .losses import TAU, similarity
-from .model import KEFERModel, build_encoder
+from .model import KEFERModel, build_encoder, mirror_average
+from .scoring import Prompts, l2_normalise, score
 from .text import check_template, encode_classes, load_text_encoder
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "accurate"
 ALIASES = {"default": DEFAULT_MODEL}   # kefer.load("default") is the default model
+BACKENDS = ("auto", "torch", "onnx")
+SUFFIXES = (".safetensors", ".onnx")
+
+
+def shipped_models() -> list[str]:
+    """Names of the models in assets/ (``accurate``, ``accurate-int8``, ``fast``, ...)."""
+    return sorted(f.stem for suffix in SUFFIXES for f in ASSETS.glob(f"*{suffix}"))
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
-    """A checkpoint file from a file path, a run directory, or a model name in ``assets/``."""
+    """A checkpoint file (.safetensors or .onnx) from a file path, a run directory, or a model name
+    in ``assets/``."""
     if path is None:
         path = DEFAULT_MODEL
     path = ALIASES.get(str(path), path)
     p = Path(path)
     if p.is_dir():
         p = p / "best.safetensors"
-    elif not p.exists() and (ASSETS / f"{path}.safetensors").exists():
-        p = ASSETS / f"{path}.safetensors"
+    elif not p.exists():
+        p = next((ASSETS / f"{path}{s}" for s in SUFFIXES if (ASSETS / f"{path}{s}").is_file()), p)
     if not p.is_file():
-        shipped = sorted(f.stem for f in ASSETS.glob("*.safetensors"))
         raise FileNotFoundError(
-            f"No kefer model at {path!r}. Models shipped in {ASSETS}: {shipped or 'none yet'}. "
+            f"No kefer model at {path!r}. Models shipped in {ASSETS}: {shipped_models() or 'none yet'}. "
             f"Train one with `python train.py --dataset ferplus --preset cpu --output runs/mine` and "
             f"pass runs/mine (or runs/mine/best.safetensors)."
         )
@@ -58,101 +68,192 @@ def as_rgb(face) -> Image.Image:
 
 
 class Recognizer:
-    """A trained model with its class text embeddings; scores face crops."""
+    """A trained model with its class prompts; scores face crops and finds faces in images.
 
-    def __init__(self, model: KEFERModel, meta: dict, device="cpu", name: str = "model", flip: bool = False):
-        self.model = model.to(device).eval()
+    The network runs through ``backend`` (``TorchBackend`` or ``OnnxBackend``): face crops
+    [N, S, S, 3] -> representations f [N, d]. Scoring is ``kefer.scoring.score`` against
+    ``prompts``, which methods also take per call, so callers with their own prompts (e.g. each
+    browser tab) share one Recognizer without changing it.
+    """
+
+    def __init__(self, meta: dict, backend, extra: dict, name: str = "model", flip: bool = False,
+                 model: KEFERModel | None = None, device="cpu"):
         self.meta = meta
+        self.backend = backend
+        self.model = model   # the torch model (None for a model loaded from an .onnx file)
         self.device = torch.device(device)
         self.name = name
         self.flip = flip    # average each face's representation with its mirror image's
         self.input_size = int(meta["img_size"])
         self.transform = eval_transform(self.input_size, meta["mean"], meta["std"])
-        self._own = (list(meta["classes"]), list(meta["templates"]), None if model.text is None else model.text.clone())
-        self.classes, self.templates = list(self._own[0]), list(self._own[1])
+        head = None
+        if extra.get("text") is not None:
+            anchors = l2_normalise(extra["text"].numpy())
+        else:
+            weight, bias = extra["head.weight"].numpy(), extra["head.bias"].numpy()
+            anchors, head = l2_normalise(weight), (weight.astype(np.float32), bias.astype(np.float32))
+        self.own_prompts = Prompts(tuple(meta["classes"]), tuple(meta["templates"]), anchors, head,
+                                   trained=tuple(meta["classes"]))
+        self.prompts = self.own_prompts
         self._text_encoder = None
+        self._text_lock = threading.Lock()
+        self._image_analyzer = None
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", flip: bool = False) -> "Recognizer":
+    def from_checkpoint(cls, path, device="cpu", flip: bool = False, backend: str = "auto") -> "Recognizer":
+        """See ``load``."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         path = resolve_checkpoint(path)
+        name = path.parent.name if path.name == "best.safetensors" else path.stem
+        if path.suffix == ".onnx":
+            if backend == "torch":
+                raise ValueError(f"{path.name} is an ONNX file: it has no torch weights. Load its .safetensors "
+                                 f"checkpoint for the torch backend.")
+            if torch.device(device).type != "cpu":
+                raise ValueError(f"{path.name} runs on the CPU (ONNX Runtime); pass device='cpu'.")
+            _require_onnxruntime()
+            meta, extra, _ = backends.read_onnx_meta(path)
+            return cls(meta, backends.OnnxBackend(path), extra, name, flip)
         state, meta = load_model(path)
         encoder = build_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
         model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
         model.load_state_dict(state)
-        name = path.parent.name if path.name == "best.safetensors" else path.stem
-        return cls(model, meta, device, name=name, flip=flip)
+        model = model.to(device).eval()
+        on_cpu = torch.device(device).type == "cpu"
+        if backend == "onnx" and not on_cpu:
+            raise ValueError("backend='onnx' runs on the CPU; pass device='cpu' or backend='torch'.")
+        if backend == "onnx":
+            _require_onnxruntime()
+        if backend == "onnx" or (backend == "auto" and on_cpu and backends.onnx_available()):
+            runner = backends.OnnxBackend(backends.cached_onnx(path, model, meta))
+        else:
+            runner = backends.TorchBackend(model, device)
+        extra = {k: state.get(k) for k in backends.EXTRA_TENSORS}
+        return cls(meta, runner, extra, name, flip, model=model, device=device)
 
     @property
     def summary(self) -> str:
-        """One line: name, encoder, input size, mirror averaging and the test accuracy stored at export."""
+        """One line: name, encoder, input size, backend, mirror averaging and the stored FER+ test accuracy."""
         metrics = self.meta.get("metrics", {})
-        acc = f", FER+ test {100 * metrics['test_accuracy']:.1f}%" if "test_accuracy" in metrics else ""
+        acc = f", FER+ test {100 * metrics['test_accuracy']:.2f}%" if "test_accuracy" in metrics else ""
         flip = "; scored mirror-averaged" if self.flip else ""
-        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc}{flip})"
+        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc}; {self.backend.name}{flip})"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.prompts.classes)
+
+    @property
+    def templates(self) -> list[str]:
+        return list(self.prompts.templates)
 
     @property
     def template(self) -> str:
-        return self.templates[0]
+        return self.prompts.template
 
     @property
     def neutral_index(self) -> int | None:
-        return self.classes.index("neutral") if "neutral" in self.classes else None
+        return self.prompts.neutral_index
 
     @property
     def text_embeddings(self) -> np.ndarray:
         """Current class anchors [K, d], L2-normalised."""
-        return F.normalize(self.model.anchors().float(), dim=-1).cpu().numpy()
+        return self.prompts.anchors
 
-    @torch.no_grad()
-    def _features(self, faces) -> torch.Tensor:
-        """One face (PIL, 2-D or 3-D array) or many (a list, or a 4-D array) -> f [N, d]."""
+    def preprocess(self, faces) -> np.ndarray:
+        """One face (PIL, 2-D or 3-D uint8 array) or many (a list, or a 4-D array) -> [N, 3, S, S] float32."""
         if isinstance(faces, Image.Image) or (isinstance(faces, np.ndarray) and faces.ndim in (2, 3)):
             faces = [faces]
         faces = list(faces)
         if not faces:
-            return torch.zeros(0, self.model.dim, device=self.device)
-        x = torch.stack([self.transform(as_rgb(f)) for f in faces]).to(self.device)
-        return self.model.represent(x, self.flip)
+            return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
+        return torch.stack([self.transform(as_rgb(f)) for f in faces]).numpy()
+
+    def represent(self, x) -> np.ndarray:
+        """Preprocessed images [N, 3, S, S] (numpy or torch, float32) -> f [N, d] float32, not normalised."""
+        x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+        if not len(x):
+            return np.zeros((0, self.own_prompts.anchors.shape[1]), np.float32)
+        return mirror_average(self.backend, x, self.flip)
+
+    def features(self, faces) -> np.ndarray:
+        """Face crops -> representations f [N, d] (not normalised)."""
+        return self.represent(self.preprocess(faces))
 
     def embed(self, faces) -> np.ndarray:
         """Face crops -> L2-normalised representations [N, d]."""
-        return F.normalize(self._features(faces), dim=-1).cpu().numpy()
+        return l2_normalise(self.features(faces))
 
-    @torch.no_grad()
-    def scores(self, faces) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, features: np.ndarray, prompts: Prompts | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Representations [N, d] -> (cosines [N, K], probabilities [N, K]) against ``prompts``
+        (default: the current ones)."""
+        return score(features, prompts or self.prompts)
+
+    def scores(self, faces, prompts: Prompts | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Face crops -> (cosine similarity to each class anchor [N, K], probabilities [N, K])."""
-        f = self._features(faces)
-        cos = similarity(f, self.model.anchors())
-        logits = self.model.head(f) if self.model.is_classifier else cos / TAU
-        return cos.cpu().numpy(), logits.softmax(-1).cpu().numpy()
+        return self.score(self.features(faces), prompts)
 
-    def predict(self, faces) -> np.ndarray:
+    def predict(self, faces, prompts: Prompts | None = None) -> np.ndarray:
         """Face crops -> class probabilities [N, K]."""
-        return self.scores(faces)[1]
+        return self.scores(faces, prompts)[1]
 
-    def set_prompts(self, template: str | None = None, classes: list[str] | None = None) -> None:
-        """Re-encode the class texts with the checkpoint's text encoder (new classes are zero-shot)."""
-        if self.model.is_classifier:
+    @property
+    def text_encoder(self):
+        """The checkpoint's text encoder, loaded on first use (seconds) and kept."""
+        with self._text_lock:
+            if self._text_encoder is None:
+                self._text_encoder = load_text_encoder(self.meta["text_encoder"])
+            return self._text_encoder
+
+    def encode_prompts(self, template: str | None = None, classes: list[str] | None = None) -> Prompts:
+        """New prompts from the checkpoint's text encoder (new classes are zero-shot); changes nothing.
+
+        Raises ValueError for a template without [CLS], no class names, or a classifier baseline.
+        """
+        if self.own_prompts.is_classifier:
             raise ValueError("This is a classifier-baseline model: it has no text knowledge to re-prompt.")
         templates = [check_template(template)] if template is not None else self.templates
-        classes = [c.strip() for c in (classes if classes is not None else self.classes) if c.strip()]
+        classes = list(dict.fromkeys(c.strip() for c in (classes if classes is not None else self.classes)
+                                     if c.strip()))
         if not classes:
             raise ValueError("Give at least one class name.")
-        if self._text_encoder is None:
-            self._text_encoder = load_text_encoder(self.meta["text_encoder"])
-        text, _ = encode_classes(self._text_encoder, classes, templates)
-        self.model.text = text.to(self.device)
-        self.classes, self.templates = classes, templates
+        text, _ = encode_classes(self.text_encoder, classes, templates)
+        return Prompts(tuple(classes), tuple(templates), l2_normalise(text.float().numpy()),
+                       trained=self.own_prompts.trained)
+
+    def set_prompts(self, template: str | None = None, classes: list[str] | None = None) -> None:
+        """Re-prompt this recogniser (see ``encode_prompts``)."""
+        self.prompts = self.encode_prompts(template, classes)
 
     def reset_prompts(self) -> None:
         """Back to the checkpoint's own classes, templates and text embeddings."""
-        classes, templates, text = self._own
-        self.classes, self.templates = list(classes), list(templates)
-        if text is not None:
-            self.model.text = text.to(self.device)
+        self.prompts = self.own_prompts
+
+    def analyze(self, image, prompts: Prompts | None = None) -> list:
+        """Every face in one image (a path, PIL image or array): a list of ``analysis.FaceResult``
+        (box and landmarks in the image's own pixels, crop, probabilities, cosines, embedding,
+        label), largest first."""
+        from .analysis import ImageAnalyzer
+
+        if self._image_analyzer is None:
+            self._image_analyzer = ImageAnalyzer(self)
+        return self._image_analyzer.analyze(image, prompts)
 
 
-def load(path: str | Path | None = None, device: str = "cpu", flip: bool = False) -> Recognizer:
-    """A Recognizer from a checkpoint file, a run directory, or a model name in ``assets/``
-    (``None``: the default model). ``flip``: average each face with its mirror image (twice the cost)."""
-    return Recognizer.from_checkpoint(path, device, flip)
+def _require_onnxruntime() -> None:
+    if not backends.onnx_available():
+        raise ImportError("backend='onnx' needs ONNX Runtime: pip install onnxruntime (its CPU wheel), or use "
+                          "backend='torch'.")
+
+
+def load(path: str | Path | None = None, device: str = "cpu", flip: bool = False,
+         backend: str = "auto") -> Recognizer:
+    """A Recognizer from a checkpoint (.safetensors or exported .onnx), a run directory, or a model
+    name in ``assets/`` (``None``: the default model).
+
+    backend: "torch", "onnx" (ONNX Runtime, CPU; a .safetensors checkpoint is exported once and
+    cached) or "auto" (ONNX Runtime on the CPU when it is installed, else torch).
+    flip: average each face with its mirror image (twice the cost).
+    """
+    return Recognizer.from_checkpoint(path, device, flip, backend)

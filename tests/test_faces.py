@@ -7,7 +7,8 @@ import pytest
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from kefer.faces import (FaceDetector, FaceTracker, ImageError, Smoother, class_colour, draw, load_image,
+from kefer.analysis import EmbeddingSmoother
+from kefer.faces import (FaceDetector, FaceTracker, ImageError, class_colour, draw, load_image,
                          to_rgb, whole_image_face)
 
 GREY = 110
@@ -105,7 +106,7 @@ def test_tracker_detects_every_n_frames_and_keeps_track_ids(detector, ckplus_roo
 
 
 def test_smoother_averages_each_track_and_forgets_lost_ones():
-    smooth = Smoother(window=2)
+    smooth = EmbeddingSmoother(window=2)
     a, b, c = np.eye(3, dtype=np.float32)
     np.testing.assert_allclose(smooth([7], a[None]), [a])
     np.testing.assert_allclose(smooth([7, 8], np.stack([b, c])), [(a + b) / 2, c])

@@ -20,3 +20,9 @@ def canonical(name: str) -> str:
     """Map a dataset's label name (any case, common synonyms) onto the shared vocabulary."""
     key = name.strip().lower()
     return ALIASES.get(key, key)
+
+
+def neutral_index(classes) -> int | None:
+    """Index of the 'neutral' class (the paper's nu), or None when the classes have none."""
+    classes = list(classes)
+    return classes.index("neutral") if "neutral" in classes else None

@@ -1,0 +1,259 @@
+"""The analysis pipeline: images, streams and video files -> every face, scored.
+
+    ImageAnalyzer(rec).analyze("group.jpg")         # a still image: thorough detection
+    stream = StreamAnalyzer(rec, every=3)            # a webcam or video: tracked faces
+    faces = stream.update(frame)                     # per frame [H, W, 3] uint8 RGB
+    for frame in analyze_video(rec, "clip.mp4"):     # a video file, frame by frame
+        frame.index, frame.time, frame.faces
+
+Each face comes back as a ``FaceResult``: box and landmarks in the image's own pixels, the aligned
+crop, its embedding, cosine and probability per class, and its label, all scored by
+``Recognizer.score`` against the caller's prompts (default: the recogniser's). The Gradio app,
+the ``kefer analyze`` command line and ``Recognizer.analyze`` are views on this module.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .faces import (MAX_SIDE, Face, FaceDetector, FaceTracker, ImageError, limit_size, read_image, to_rgb,
+                    whole_image_face)
+from .scoring import Prompts, l2_normalise
+
+log = logging.getLogger(__name__)
+
+PHOTO_SIDE = 1280      # still images are searched at up to this many pixels per side ...
+PHOTO_MIN_FACE = 20    # ... for faces of at least this many pixels there (small faces in group photos)
+STREAM_SIDE = 320      # stream frames at 320 px for faces of 40+ px: fast enough for every 3rd frame
+STREAM_MIN_FACE = 40
+
+
+@dataclass
+class FaceResult:
+    """One scored face. box [4] x0, y0, x1, y1 and landmarks [5, 2] in the image's own pixels (box
+    clipped to the image); crop [S, S, 3] uint8; embedding [d] L2-normalised; cosines and
+    probabilities [K], one per class of ``classes``; track_id stable across a stream's frames."""
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    detection_score: float
+    crop: np.ndarray
+    embedding: np.ndarray
+    cosines: np.ndarray
+    probabilities: np.ndarray
+    classes: tuple
+    track_id: int = -1
+    whole_image: bool = False
+
+    @property
+    def index(self) -> int:
+        """Index of the most probable class."""
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def label(self) -> str:
+        return self.classes[self.index]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities[self.index])
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    def as_dict(self) -> dict:
+        """Plain values for CSV/JSON: track, box, one probability per class, label."""
+        row = {"track": self.track_id, **{k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), self.box)}}
+        row.update({f"p_{c}": round(float(p), 5) for c, p in zip(self.classes, self.probabilities)})
+        row["label"] = self.label
+        return row
+
+
+def score_faces(recognizer, faces: list[Face], features: np.ndarray, prompts: Prompts | None,
+                scale: float = 1.0, size: tuple | None = None) -> list[FaceResult]:
+    """Faces with crops and their representations [N, d] -> FaceResults. ``scale`` maps the
+    detection image's pixels to the original's ([H, W] ``size``, where boxes are clipped)."""
+    if not faces:
+        return []
+    prompts = prompts or recognizer.prompts
+    cos, probs = recognizer.score(features, prompts)
+    embeddings = l2_normalise(features)
+    results = []
+    for i, face in enumerate(faces):
+        box = face.box * scale
+        if size is not None:
+            box = np.clip(box, 0, [size[1] - 1, size[0] - 1, size[1] - 1, size[0] - 1])
+        results.append(FaceResult(box.astype(np.float32), (face.landmarks * scale).astype(np.float32), face.score,
+                                  face.crop, embeddings[i], cos[i], probs[i], prompts.classes, face.track_id,
+                                  whole_image=face.whole))
+    return results
+
+
+def as_image(image) -> tuple[np.ndarray, float, tuple]:
+    """A path, PIL image or array -> ([h, w, 3] uint8 RGB, at most MAX_SIDE per side, original pixels
+    per pixel, original [H, W])."""
+    if isinstance(image, (str, os.PathLike)):
+        rgb, scale = read_image(image)
+    else:
+        full = to_rgb(image)
+        rgb = limit_size(full, MAX_SIDE)
+        scale = max(full.shape[:2]) / max(rgb.shape[:2])
+    size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
+    return rgb, scale, size
+
+
+class ImageAnalyzer:
+    """Still images: MTCNN at up to 1280 px for faces of 20+ px there, every face scored."""
+
+    def __init__(self, recognizer, detector: FaceDetector | None = None):
+        self.rec = recognizer
+        self.detector = detector or FaceDetector(crop_size=recognizer.input_size, detect_side=PHOTO_SIDE,
+                                                 min_face_size=PHOTO_MIN_FACE)
+
+    def analyze(self, image, prompts: Prompts | None = None, whole_if_none: bool = False) -> list[FaceResult]:
+        """Every face in one image, largest first; ``whole_if_none``: with no face found, score the
+        whole image (centre square) as one face (``FaceResult.whole_image``)."""
+        return self.analyze_many([image], prompts, whole_if_none)[0]
+
+    def analyze_many(self, images: list, prompts: Prompts | None = None,
+                     whole_if_none: bool = False) -> list[list[FaceResult]]:
+        """Several images, their faces embedded in one batch -> one list of FaceResults per image."""
+        found = []
+        for image in images:
+            rgb, scale, size = as_image(image)
+            faces = self.detector.faces(rgb)
+            if not faces and whole_if_none:
+                faces = [whole_image_face(rgb, self.detector.crop_size)]
+            found.append((faces, scale, size))
+        crops = [f.crop for faces, _, _ in found for f in faces]
+        features = self.rec.features(crops)
+        out, start = [], 0
+        for faces, scale, size in found:
+            out.append(score_faces(self.rec, faces, features[start:start + len(faces)], prompts, scale, size))
+            start += len(faces)
+        return out
+
+
+class EmbeddingSmoother:
+    """Per-track temporal smoothing: the mean of each track's last ``window`` representations."""
+
+    def __init__(self, window: int = 5):
+        self.window = window
+        self.history: dict[int, deque] = {}
+
+    def __call__(self, track_ids: list[int], features: np.ndarray) -> np.ndarray:
+        """features [N, d] of the faces with these track ids -> smoothed [N, d]; forgets absent tracks."""
+        self.history = {t: self.history.get(t, deque(maxlen=self.window)) for t in track_ids}
+        out = np.empty_like(features)
+        for i, t in enumerate(track_ids):
+            self.history[t].append(features[i])
+            out[i] = np.mean(self.history[t], axis=0)
+        return out
+
+    def reset(self) -> None:
+        self.history = {}
+
+
+class StreamAnalyzer:
+    """One stream of frames (a webcam, a video): MTCNN on a 320-px copy every ``every`` frames
+    (boxes reused in between), stable track ids, and each track's representation averaged over its
+    last ``window`` frames when smoothing."""
+
+    def __init__(self, recognizer, detector: FaceDetector | None = None, every: int = 3, window: int = 5):
+        self.rec = recognizer
+        self.detector = detector or FaceDetector(crop_size=recognizer.input_size, detect_side=STREAM_SIDE,
+                                                 min_face_size=STREAM_MIN_FACE)
+        self.tracker = FaceTracker(self.detector, every=every)
+        self.smoother = EmbeddingSmoother(window)
+
+    def update(self, frame, prompts: Prompts | None = None, smoothing: bool = True) -> list[FaceResult]:
+        """One frame [H, W, 3] (any dtype or channel count ``to_rgb`` takes) -> its faces, scored."""
+        rgb = to_rgb(frame)
+        faces = self.tracker.update(rgb)
+        features = self.rec.features([f.crop for f in faces])
+        if smoothing and faces:
+            features = self.smoother([f.track_id for f in faces], features)
+        elif not smoothing:
+            self.smoother.reset()
+        return score_faces(self.rec, faces, features, prompts, size=rgb.shape[:2])
+
+
+class VideoError(ValueError):
+    """A video that cannot be analysed (missing, unreadable, no frames); the message is for the user."""
+
+
+@dataclass
+class VideoFrame:
+    """One analysed frame: its index and time in the video, the frame [H, W, 3] RGB, its faces."""
+
+    index: int
+    time: float
+    rgb: np.ndarray
+    faces: list = field(default_factory=list)
+
+
+class VideoReader:
+    """Frames of an OpenCV-readable video as RGB, with corrupt frames skipped and counted.
+
+    Raises VideoError when the file is missing, cannot be opened, or yields no frame at all.
+    ``fps``, ``frame_count`` (as the container says; may be 0 for streams) and ``skipped`` (corrupt
+    frames passed over so far).
+    """
+
+    MAX_BAD_RUN = 25   # this many unreadable frames in a row, before the stated end, ends the video
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.name = os.path.basename(self.path)
+        if not os.path.isfile(self.path):
+            raise VideoError(f"{self.name}: no such video file.")
+        self.capture = cv2.VideoCapture(self.path)
+        if not self.capture.isOpened():
+            raise VideoError(f"{self.name}: not a video OpenCV can read.")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
+        if not 0 < self.fps < 1000:
+            self.fps = 30.0
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.skipped = 0
+
+    def __iter__(self):
+        index, bad_run, yielded = 0, 0, 0
+        try:
+            while True:
+                ok, bgr = self.capture.read()
+                if ok and bgr is not None and bgr.size:
+                    bad_run = 0
+                    yielded += 1
+                    yield index, index / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    index += 1
+                    continue
+                if index >= self.frame_count - 1 or bad_run >= self.MAX_BAD_RUN:
+                    break
+                bad_run += 1           # a corrupt frame before the stated end: skip it
+                self.skipped += 1
+                index += 1
+                self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        finally:
+            self.capture.release()
+        if not yielded:
+            raise VideoError(f"{self.name}: the video has no readable frame.")
+
+
+def analyze_video(recognizer, path, every: int = 3, window: int = 5, prompts: Prompts | None = None,
+                  smoothing: bool = True, reader: VideoReader | None = None):
+    """Yield a VideoFrame per frame of the video at ``path``, its faces tracked and scored
+    (``StreamAnalyzer``). Corrupt frames are skipped (``reader.skipped`` counts them)."""
+    reader = reader or VideoReader(path)
+    stream = StreamAnalyzer(recognizer, every=every, window=window)
+    for index, time, rgb in reader:
+        yield VideoFrame(index, time, rgb, stream.update(rgb, prompts, smoothing))
+
+
+__all__ = ["FaceResult", "ImageAnalyzer", "StreamAnalyzer", "EmbeddingSmoother", "VideoReader", "VideoError",
+           "VideoFrame", "analyze_video", "ImageError"]
