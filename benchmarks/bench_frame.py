@@ -1,14 +1,15 @@
-"""Per-frame cost of the app's webcam pipeline on a real face in a 640x480 frame.
+"""Per-frame cost of the webcam pipeline on a real face in a 640x480 frame, model by model.
 
-    python benchmarks/bench_frame.py [--checkpoint PATH] [--frames 90] [--detect-every 3] [--threads 1]
+    python benchmarks/bench_frame.py [--models fast:torch accurate:onnx accurate-int8:auto]
+                                     [--frames 90] [--detect-every 3] [--threads 1]
 
 The frame is a real FER+ test face (48x48, upscaled to 240x240) pasted into a 640x480 grey frame.
-Stages, each timed on its own: detection (MTCNN on a 320x240 downscale), alignment (eye-levelled
-crop), encoder (the recogniser's embedding of one face, incl. its preprocessing), drawing. End to
-end is the app's own per-frame call, ``Session.process_frame``, with MTCNN every ``--detect-every``
-frames and the boxes reused in between (also run with detection on every frame, for comparison).
-Torch uses ``--threads`` CPU threads, 1 by default as in app.py.
-Prints median milliseconds per stage and end to end.
+For each MODEL:BACKEND, stages are timed on their own: detection (MTCNN on a 320x240 downscale),
+alignment (eye-levelled crop), encoder (one face, incl. its preprocessing), drawing; end to end is
+``StreamAnalyzer.update`` (what the app's webcam and ``kefer analyze`` run per frame), with MTCNN
+every ``--detect-every`` frames and the boxes reused in between. The first model is the
+reference: every other one's end-to-end median is printed as a ratio to it, all in one run.
+Torch and ONNX Runtime use ``--threads`` CPU threads, 1 by default as in app.py.
 """
 
 import argparse
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kefer  # noqa: E402
-from kefer.demo import App, Session  # noqa: E402
+from kefer.analysis import StreamAnalyzer  # noqa: E402
 from kefer.faces import FaceDetector, class_colour, draw  # noqa: E402
 
 
@@ -55,44 +56,54 @@ def median_ms(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="fast",
-                        help="a .safetensors file, run dir or assets name (default: fast, the app's webcam model)")
-    parser.add_argument("--data", default=os.environ.get("KEFER_DATA", str(ROOT.parent / "shared" / "data")))
-    parser.add_argument("--frames", type=int, default=90)
-    parser.add_argument("--detect-every", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (app.py's default: 1)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    rec = kefer.load(args.checkpoint, device=args.device)
-    frame = real_face_frame(Path(args.data))
+def bench(spec: str, frame: np.ndarray, args) -> float:
+    """Print one MODEL:BACKEND's stage and end-to-end times; returns the end-to-end median (ms)."""
+    name, _, backend = spec.partition(":")
+    rec = kefer.load(name, device=args.device, backend=backend or "auto")
     detector = FaceDetector(device=args.device, crop_size=rec.input_size)
-
     faces = detector.detect(frame)
     if len(faces) != 1:
         sys.exit(f"expected one face in the benchmark frame, MTCNN found {len(faces)}")
     face = faces[0]
     face.crop = detector.align(frame, face)
-
+    print(f"{rec.summary}")
     stages = {
         "detection (MTCNN @ 320x240)": lambda: detector.detect(frame),
         "alignment": lambda: detector.align(frame, face),
         "encoder (1 face)": lambda: rec.embed([face.crop]),
         "drawing": lambda: draw(frame, [face], ["happiness 0.93"], [class_colour(1)], 0),
     }
-    print(f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f}), torch {torch.__version__} "
-          f"with {torch.get_num_threads()} thread(s), model input {rec.input_size}px, {args.frames} frames of 640x480")
-    for name, fn in stages.items():
-        print(f"  {name:<30} {median_ms(fn, args.frames)[0]:7.2f} ms (median)")
+    for stage, fn in stages.items():
+        print(f"  {stage:<30} {median_ms(fn, args.frames)[0]:7.2f} ms (median)")
+    stream = StreamAnalyzer(rec, detector=detector, every=args.detect_every)
+    med, times = median_ms(lambda: stream.update(frame), args.frames)
+    print(f"  end to end, MTCNN every {args.detect_every} frame(s): {med:7.2f} ms median, "
+          f"{statistics.mean(times):.2f} ms mean, {np.percentile(times, 90):.2f} ms p90")
+    return med
 
-    for every in sorted({args.detect_every, 1}, reverse=True):
-        session = Session(App(rec, device=args.device, detect_every=every))
-        med, times = median_ms(lambda: session.process_frame(frame), args.frames)
-        print(f"  end to end, MTCNN every {every} frame(s): {med:7.1f} ms median, "
-              f"{statistics.mean(times):.1f} ms mean, {np.percentile(times, 90):.1f} ms p90")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["fast:torch", "accurate:onnx", "accurate-int8"],
+                        help="MODEL[:BACKEND] ... (a shipped name, run dir or file; backend auto, torch or "
+                             "onnx); the first is the reference (default: the app's former torch fast path)")
+    parser.add_argument("--data", default=os.environ.get("KEFER_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--detect-every", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (app.py's default: 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+
+    frame = real_face_frame(Path(args.data))
+    print(f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f}), torch {torch.__version__}, "
+          f"{args.threads} thread(s), {args.frames} frames of 640x480")
+    medians = {spec: bench(spec, frame, args) for spec in args.models}
+    reference = args.models[0]
+    print(f"end-to-end median per frame, relative to {reference}:")
+    for spec, med in medians.items():
+        print(f"  {spec:<24} {med:7.2f} ms  ratio {med / medians[reference]:.2f}")
 
 
 if __name__ == "__main__":

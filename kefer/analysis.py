@@ -235,10 +235,9 @@ class VideoReader:
                     continue
                 if index >= self.frame_count - 1 or bad_run >= self.MAX_BAD_RUN:
                     break
-                bad_run += 1           # a corrupt frame before the stated end: skip it
+                bad_run += 1           # a corrupt frame before the stated end: skip it, read on
                 self.skipped += 1
                 index += 1
-                self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         finally:
             self.capture.release()
         if not yielded:

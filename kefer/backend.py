@@ -131,6 +131,15 @@ def export_onnx(model, meta: dict, dest: str | Path, source_sha256: str = "") ->
     return dest
 
 
+def update_onnx_meta(path: str | Path, meta: dict) -> None:
+    """Replace the checkpoint metadata stored in a kefer ONNX file (e.g. with measured metrics)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    next(p for p in proto.metadata_props if p.key == "kefer").value = json.dumps(meta)
+    _atomic(Path(path), lambda tmp: onnx.save(proto, str(tmp)))
+
+
 def read_onnx_meta(path: str | Path) -> tuple[dict, dict, dict]:
     """(checkpoint metadata, extra tensors {name: tensor}, raw properties) of a kefer ONNX file.
 

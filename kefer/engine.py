@@ -331,7 +331,7 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     from .recognizer import Recognizer
 
     dist.barrier()  # best.safetensors is written
-    recognizer = Recognizer.from_checkpoint(output / "best.safetensors", device=device)
+    recognizer = Recognizer.from_checkpoint(output / "best.safetensors", device=device, backend="torch")
     metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output if main and cfg.plots else None,
                        classes=cfg.classes, amp=cfg.amp)
     metrics = {"val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"], **metrics}
@@ -353,15 +353,19 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
     classes (e.g. FER+ 8 -> CK+ 7). Writes confusion_matrix.png and tsne.png into ``plots_dir``.
     ``flip``: test-time augmentation, each face averaged with its mirror image (twice the cost).
     """
-    model, device = recognizer.model, recognizer.device
     data = build_dataset(dataset, data_root, split, recognizer.transform, classes=classes)
     missing = [c for c in data.classes if c not in recognizer.classes]
     if missing:
         raise ValueError(f"The model has no class(es) {missing} of {dataset}; it knows {recognizer.classes}.")
     idx = torch.tensor([recognizer.classes.index(c) for c in data.classes])
-    logits, feats, labels = infer(model, make_loader(data, 128, False, device, 0), device, amp, desc=split,
-                                 flip=flip)
-    pred = logits[:, idx].argmax(1)
+    feats, labels = [], []
+    for x, y in tqdm(make_loader(data, 128, False, torch.device("cpu"), 0), desc=split, leave=False, mininterval=2,
+                     disable=not dist.is_main()):
+        feats.append(torch.from_numpy(recognizer.represent(x, flip)))
+        labels.append(y)
+    feats, labels = (dist.gather(torch.cat(t)) for t in (feats, labels))
+    probs = torch.from_numpy(recognizer.score(feats.numpy(), recognizer.own_prompts)[1])
+    pred = probs[:, idx].argmax(1)
     m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
     out = {
         "dataset": dataset, "split": split,
@@ -373,7 +377,7 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         title = f"{recognizer.name} on {dataset}/{split}"
         viz.plot_confusion(m["confusion_matrix"], data.classes, Path(plots_dir) / "confusion_matrix.png", title)
-        anchors = model.anchors()[idx].cpu()
-        viz.plot_tsne(feats, labels, anchors, data.classes, Path(plots_dir) / "tsne.png", title,
-                      anchor_kind="classifier weights" if model.is_classifier else "text anchors")
+        prompts = recognizer.own_prompts
+        viz.plot_tsne(feats, labels, prompts.anchors[idx], data.classes, Path(plots_dir) / "tsne.png", title,
+                      anchor_kind="classifier weights" if prompts.is_classifier else "text anchors")
     return out

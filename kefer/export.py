@@ -1,9 +1,11 @@
 """Ship a trained model: copy a run's best checkpoint as fp16 safetensors (e.g. into assets/),
-with its validation/test metrics and the command that trained it added to the metadata.
-``--evaluate`` replaces the run's metrics with those of the written (fp16) file.
+or as an ONNX file for ONNX Runtime (``.onnx``: fp32, dynamic batch axis), with its
+validation/test metrics and the command that trained it added to the metadata.
+``--evaluate`` replaces the run's metrics with those of the written file.
 
     python -m kefer.export runs/cpu-ferplus-full assets/mine.safetensors --evaluate \
         --command "python train.py --dataset ferplus --preset cpu --output runs/cpu-ferplus-full"
+    python -m kefer.export accurate accurate.onnx          # a shipped model, or a run, as ONNX
 """
 from __future__ import annotations
 
@@ -12,16 +14,26 @@ import json
 import sys
 from pathlib import Path
 
+from .backend import export_onnx, read_onnx_meta, sha256, update_onnx_meta
 from .checkpoint import load_model, save_model
 from .engine import evaluate as measure
+from .quantize import calibration_images, quantize_model
 from .recognizer import load, resolve_checkpoint
 
 
 def export(run: str | Path, dest: str | Path, command: str | None = None, half: bool = True,
-           evaluate: bool = False) -> Path:
-    """Write ``run``'s best checkpoint to ``dest``; returns ``dest``. ``evaluate``: measure the
-    written file on the run's dataset (validation and test splits) and store those metrics."""
+           evaluate: bool = False, int8: bool = False) -> Path:
+    """Write ``run``'s best checkpoint to ``dest`` (.safetensors, or .onnx; ``int8``: quantised,
+    see ``kefer.quantize``); returns ``dest``. ``evaluate``: measure the written file on the run's
+    dataset (validation and test splits) and store those metrics."""
     src = resolve_checkpoint(run)
+    if src.suffix != ".safetensors":
+        raise ValueError(f"{src.name}: export from a run or a .safetensors checkpoint, not an {src.suffix} file.")
+    dest = Path(dest)
+    if dest.suffix not in (".safetensors", ".onnx"):
+        raise ValueError(f"{dest.name}: write a .safetensors or an .onnx file.")
+    if int8 and dest.suffix != ".onnx":
+        raise ValueError("--int8 writes an ONNX model: give a .onnx destination.")
     state, meta = load_model(src)
     metrics_file = src.parent / "metrics.json"
     if metrics_file.is_file():
@@ -29,16 +41,26 @@ def export(run: str | Path, dest: str | Path, command: str | None = None, half: 
         meta["metrics"] = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "test_mean_accuracy") if k in metrics}
     if command:
         meta["train_command"] = command
-    dest = Path(dest)
+    cfg = meta["config"]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    save_model(dest, state, meta, half=half)
+    if dest.suffix == ".safetensors":
+        save_model(dest, state, meta, half=half)
+    else:
+        torch_rec = load(src, backend="torch")
+        if int8:
+            images = calibration_images(torch_rec, cfg["dataset"], cfg["data_root"], cfg["classes"])
+            quantize_model(torch_rec.model, meta, dest, images, sha256(src))
+        else:
+            export_onnx(torch_rec.model, meta, dest, sha256(src))
     if evaluate:
-        cfg = meta["config"]
         rec = load(dest)
         val, test = (measure(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
         meta["metrics"] = {"val_accuracy": val["test_accuracy"], "test_accuracy": test["test_accuracy"],
                            "test_mean_accuracy": test["test_mean_accuracy"], "measured_on": "this file"}
-        save_model(dest, state, meta, half=half)
+        if dest.suffix == ".onnx":
+            update_onnx_meta(dest, {**read_onnx_meta(dest)[0], "metrics": meta["metrics"]})
+        else:
+            save_model(dest, state, meta, half=half)
     return dest
 
 
@@ -46,16 +68,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m kefer.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run directory or checkpoint file")
-    p.add_argument("dest", help="the .safetensors file to write")
+    p.add_argument("dest", help="the .safetensors or .onnx file to write")
     p.add_argument("--command", help="the command that trained it, kept in the metadata")
-    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16)")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights in a .safetensors file (default: fp16)")
+    p.add_argument("--int8", action="store_true",
+                   help="an .onnx file quantised to int8 (calibrated on 512 training images of the run's dataset)")
     p.add_argument("--evaluate", action="store_true",
                    help="store the metrics of the written file on the run's validation and test splits "
                         "(default: the run's own, measured before fp16 conversion)")
     args = p.parse_args(argv)
     try:
-        dest = export(args.run, args.dest, args.command, half=not args.fp32, evaluate=args.evaluate)
-    except (FileNotFoundError, ValueError) as e:
+        dest = export(args.run, args.dest, args.command, half=not args.fp32, evaluate=args.evaluate, int8=args.int8)
+    except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")

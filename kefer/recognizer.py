@@ -104,13 +104,16 @@ class Recognizer:
         """See ``load``."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        on_cpu = torch.device(device).type == "cpu"
+        if backend == "onnx" and not on_cpu:
+            raise ValueError("backend='onnx' runs on the CPU; pass device='cpu' or backend='torch'.")
         path = resolve_checkpoint(path)
         name = path.parent.name if path.name == "best.safetensors" else path.stem
         if path.suffix == ".onnx":
             if backend == "torch":
                 raise ValueError(f"{path.name} is an ONNX file: it has no torch weights. Load its .safetensors "
                                  f"checkpoint for the torch backend.")
-            if torch.device(device).type != "cpu":
+            if not on_cpu:
                 raise ValueError(f"{path.name} runs on the CPU (ONNX Runtime); pass device='cpu'.")
             _require_onnxruntime()
             meta, extra, _ = backends.read_onnx_meta(path)
@@ -120,9 +123,6 @@ class Recognizer:
         model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
         model.load_state_dict(state)
         model = model.to(device).eval()
-        on_cpu = torch.device(device).type == "cpu"
-        if backend == "onnx" and not on_cpu:
-            raise ValueError("backend='onnx' runs on the CPU; pass device='cpu' or backend='torch'.")
         if backend == "onnx":
             _require_onnxruntime()
         if backend == "onnx" or (backend == "auto" and on_cpu and backends.onnx_available()):
@@ -170,12 +170,13 @@ class Recognizer:
             return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
         return torch.stack([self.transform(as_rgb(f)) for f in faces]).numpy()
 
-    def represent(self, x) -> np.ndarray:
-        """Preprocessed images [N, 3, S, S] (numpy or torch, float32) -> f [N, d] float32, not normalised."""
+    def represent(self, x, flip: bool | None = None) -> np.ndarray:
+        """Preprocessed images [N, 3, S, S] (numpy or torch, float32) -> f [N, d] float32, not
+        normalised; ``flip`` (default: the recogniser's) averages each with its mirror image's."""
         x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
         if not len(x):
             return np.zeros((0, self.own_prompts.anchors.shape[1]), np.float32)
-        return mirror_average(self.backend, x, self.flip)
+        return mirror_average(self.backend, x, self.flip if flip is None else flip)
 
     def features(self, faces) -> np.ndarray:
         """Face crops -> representations f [N, d] (not normalised)."""

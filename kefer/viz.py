@@ -92,3 +92,23 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_timeline(tracks: dict, classes: list[str], path: str | Path, max_tracks: int = 8) -> None:
+    """Each tracked face's class probabilities over time, one panel per track (the longest
+    ``max_tracks``). tracks: {(video name, track id): [(time s, probabilities [K]), ...]}."""
+    longest = sorted(tracks.items(), key=lambda kv: -len(kv[1]))[:max_tracks]
+    fig, axes = plt.subplots(len(longest), 1, figsize=(9, 1.2 + 1.9 * len(longest)), squeeze=False, sharex=True)
+    colors = plt.get_cmap("tab10")
+    for ax, ((video, track), points) in zip(axes[:, 0], longest):
+        t = np.array([p[0] for p in points])
+        probs = np.stack([p[1] for p in points])
+        ax.stackplot(t, probs.T, colors=[colors(k % 10) for k in range(len(classes))], labels=classes, alpha=0.9)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability", fontsize=8)
+        ax.set_title(f"{video}, track {track} ({len(points)} frames)", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,116 @@
+"""Inference backends: the ONNX export matches torch on real faces, carries its prompts, is cached,
+refuses files that are not its own; int8 quantisation."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+import kefer
+from kefer import backend as backends
+from kefer.export import export
+from kefer.quantize import quantize_model
+
+
+@pytest.fixture(scope="module")
+def faces(ferplus_root):
+    """32 real FER+ validation faces (48x48 greyscale PNGs)."""
+    files = sorted((ferplus_root / "FER2013Valid").glob("*.png"))[:32]
+    return [Image.open(f).convert("RGB") for f in files]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEFER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("name", ["fast", "accurate"])
+def test_onnx_export_matches_torch_on_real_faces(name, faces, cache):
+    ref = kefer.load(name, backend="torch")
+    rec = kefer.load(name, backend="onnx")
+    assert rec.backend.name == "onnxruntime" and ref.backend.name == "torch"
+    assert "onnxruntime" in rec.summary
+    a, b = ref.features(faces), rec.features(faces)
+    assert a.shape == b.shape == (32, rec.own_prompts.anchors.shape[1])
+    np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(rec.predict(faces), ref.predict(faces), atol=1e-4)
+    # the dynamic batch axis: batch 1 and batch 32 agree
+    np.testing.assert_allclose(rec.features(faces[:1]), b[:1], atol=1e-5)
+
+
+def test_auto_picks_onnx_on_the_cpu_and_reuses_the_cached_export(cache):
+    rec = kefer.load("fast")
+    assert rec.backend.name == "onnxruntime"
+    (cached,) = (cache / "onnx").glob("fast-*.onnx")
+    stamp = cached.stat().st_mtime_ns
+    kefer.load("fast", backend="onnx")
+    assert cached.stat().st_mtime_ns == stamp   # reused, not written again
+    cached.write_bytes(b"stale")                # a broken cache entry is replaced
+    assert kefer.load("fast", backend="onnx").backend.name == "onnxruntime"
+    assert cached.stat().st_size > 1_000_000
+
+
+def test_an_exported_onnx_file_carries_its_prompts_and_metrics(faces, tmp_path, cache):
+    path = export("fast", tmp_path / "fast.onnx")
+    rec = kefer.load(path)
+    ref = kefer.load("fast", backend="torch")
+    assert rec.model is None and rec.classes == ref.classes and rec.templates == ref.templates
+    assert rec.meta["metrics"] == ref.meta["metrics"] and rec.input_size == 64
+    np.testing.assert_allclose(rec.text_embeddings, ref.text_embeddings, atol=1e-6)
+    np.testing.assert_allclose(rec.predict(faces), ref.predict(faces), atol=1e-4)
+    # the zero-shot prompt editor works from the ONNX file alone
+    prompts = rec.encode_prompts(classes=[*rec.classes, "confusion"])
+    np.testing.assert_allclose(rec.predict(faces, prompts), ref.predict(faces, ref.encode_prompts(
+        classes=[*ref.classes, "confusion"])), atol=1e-4)
+    with pytest.raises(ValueError, match="no torch weights"):
+        kefer.load(path, backend="torch")
+
+
+def test_files_that_are_not_this_models_onnx_are_refused_clearly(tmp_path, cache):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not onnx at all")
+    with pytest.raises(ValueError, match="not a readable ONNX file"):
+        kefer.load(junk)
+    other = tmp_path / "other.onnx"     # a valid ONNX network that is not a kefer model
+    torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(other), dynamo=False)
+    with pytest.raises(ValueError, match="not a kefer model"):
+        kefer.load(other)
+    path = export("fast", tmp_path / "fast.onnx")
+    proto = onnx.load(str(path))
+    next(p for p in proto.metadata_props if p.key == "format").value = "kefer-onnx-0"
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(ValueError, match="format 'kefer-onnx-0'.*Export it again"):
+        kefer.load(tmp_path / "old.onnx")
+    meta = json.loads(next(p for p in proto.metadata_props if p.key == "kefer").value)
+    backends.update_onnx_meta(path, {**meta, "img_size": 112})   # metadata of another model
+    with pytest.raises(ValueError, match="takes \\[3, 64, 64\\] images but its metadata says 112"):
+        kefer.load(path)
+
+
+def test_unknown_backend_and_gpu_onnx_are_refused():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        kefer.load("fast", backend="tensorrt")
+    with pytest.raises(ValueError, match="CPU"):
+        kefer.load("fast", backend="onnx", device="cuda")
+
+
+def test_int8_quantisation_keeps_the_representation(ferplus_root, faces, tmp_path, cache):
+    from kefer.quantize import calibration_images
+
+    ref = kefer.load("fast", backend="torch")
+    images = calibration_images(ref, "ferplus", ferplus_root, n=64)
+    assert images.shape == (64, 3, 64, 64)
+    path = quantize_model(ref.model, ref.meta, tmp_path / "fast-int8.onnx", images)
+    rec = kefer.load(path)
+    assert rec.backend.name == "onnxruntime int8" and rec.meta["quantization"]["calibration_split"] == "train"
+    assert os.path.getsize(path) < 0.3 * os.path.getsize(export("fast", tmp_path / "fast.onnx"))
+    a, b = ref.embed(faces), rec.embed(faces)
+    assert (a * b).sum(1).mean() > 0.99
+    agree = (ref.predict(faces).argmax(1) == rec.predict(faces).argmax(1)).mean()
+    assert agree >= 0.9
