@@ -5,8 +5,10 @@
 The frame is a real FER+ test face (48x48, upscaled to 240x240) pasted into a 640x480 grey frame.
 Stages, each timed on its own: detection (MTCNN on a 320x240 downscale), alignment (eye-levelled
 crop), encoder (the recogniser's embedding of one face, incl. its preprocessing), drawing. End to
-end is the app's own per-frame call, ``Session.process_frame``, with MTCNN every ``--detect-every``
-frames and the boxes reused in between (also run with detection on every frame, for comparison).
+end is the app's own per-frame call, ``kefer.app.Session.process_frame`` (detection, tracking,
+smoothing and scoring through ``kefer.analysis.StreamAnalyzer``, drawing, bars), with MTCNN every
+``--detect-every`` frames and the boxes reused in between (also run with detection on every
+frame, for comparison).
 Torch uses ``--threads`` CPU threads, 1 by default as in app.py.
 Prints median milliseconds per stage and end to end.
 """
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kefer  # noqa: E402
-from kefer.demo import App, Session  # noqa: E402
+from kefer.app import App, Session  # noqa: E402
 from kefer.faces import FaceDetector, class_colour, draw  # noqa: E402
 
 
