@@ -79,7 +79,7 @@ class NeutralCalibration:
             return (f"Recording your neutral face: {n}/{self.MIN_FRAMES} frames with a face, "
                     f"{left:.1f} s left. Hold still.")
         if self.state == DONE:
-            return f"Neutral face recorded from {n} frames (θ = {self.threshold:.2f})."
+            return f"Neutral face recorded from {n} frames (θ = {self.threshold:.3f})."
         if self.state == FAILED:
             return (f"Calibration failed: a face was found in only {n} of {self.seen} frames "
                     f"({self.MIN_FRAMES} needed). Keep your face in view and record again.")

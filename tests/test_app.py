@@ -319,7 +319,8 @@ def test_neutral_calibration_records_a_mean_and_scores_directions(app):
         calib.add(f / np.linalg.norm(f), now=100 + 0.29 * i)
     assert calib.recording and calib.mean is None
     calib.add(None, now=103.1)
-    assert not calib.recording and calib.message == f"Neutral face recorded from 10 frames (θ = {calib.threshold:.2f})."
+    assert not calib.recording
+    assert calib.message == f"Neutral face recorded from 10 frames (θ = {calib.threshold:.3f})."
 
     happy = [k for k in range(len(anchors)) if k != neutral][0]
     towards = calib.mean + 0.5 * (anchors[happy] - anchors[neutral])

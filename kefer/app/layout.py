@@ -80,7 +80,7 @@ def photos_tab(app: App) -> SimpleNamespace:
 def prompts_panel(app: App) -> SimpleNamespace:
     prompts = app.default_prompts
     figure = placeholder() if app.rec is not None else placeholder("No model: nothing to map.")
-    plot = gr.Plot(figure, label="Embedding map", elem_id="map")
+    plot = gr.Plot(figure, label="Embedding map", show_label=False, elem_id="map")  # the figure has its title
     with gr.Accordion("Prompts", open=True):
         paper = gr.Dropdown(PAPER_TEMPLATES, value=None, label="The paper's templates")
         template = gr.Textbox(prompts.template if prompts else "", label="Template (must contain [CLS])",

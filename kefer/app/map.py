@@ -141,5 +141,6 @@ def avoid_point(pos: np.ndarray, sizes: np.ndarray, i: int, point: np.ndarray, r
     inside = (point > pos[i] - radius) & (point < pos[i] + sizes[i] + radius)
     if not inside.all():
         return False
-    pos[i, 1] = point[1] + radius + 1e-3 if pos[i, 1] + sizes[i, 1] / 2 >= point[1] else point[1] - radius - sizes[i, 1] - 1e-3
+    above = pos[i, 1] + sizes[i, 1] / 2 >= point[1]
+    pos[i, 1] = point[1] + radius + 1e-3 if above else point[1] - radius - sizes[i, 1] - 1e-3
     return True

@@ -184,7 +184,7 @@ class Session:
         rel = self.neutral.relative(np.stack([f.embedding for f in faces]), prompts.anchors, neutral)
         labels = self.neutral.labels(rel, neutral)
         note = (f"Relative to your neutral: row 'neutral' = cos(f, f_neutral) (neutral at or above "
-                f"θ = {self.neutral.threshold:.2f}); other rows = cos(f - f_neutral, t_k - t_neutral).")
+                f"θ = {self.neutral.threshold:.3f}); other rows = cos(f - f_neutral, t_k - t_neutral).")
         return Scored(labels, rel[np.arange(len(faces)), labels], [("relative", rel, False)] + plain.columns, note)
 
     # ---- webcam -------------------------------------------------------------------------------
