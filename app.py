@@ -1,7 +1,7 @@
 """The kefer demo app: python app.py [--checkpoint PATH] [--host 127.0.0.1] [--port 7860] [--device cpu] [--share]
 
 Webcam and photo upload, per-class similarity bars, a live embedding map, a prompt editor and
-neutral calibration (see kefer/demo.py). By default the webcam uses the fast model in assets/ and
+neutral calibration (see kefer/app/). By default the webcam uses the fast model in assets/ and
 uploaded photos the accurate one, each photo averaged with its mirror image; --checkpoint uses one
 model for both. When no model is found it still starts, finds faces and says how to get one.
 """
@@ -14,7 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import torch  # noqa: E402
 
 import kefer  # noqa: E402
-from kefer.demo import build_demo  # noqa: E402
+from kefer.app import build_demo  # noqa: E402
 
 
 def main() -> None:
@@ -39,9 +39,7 @@ def main() -> None:
     try:
         recognizer = kefer.load(stream_name, device=args.device)
         photo_recognizer = kefer.load(photo_name, device=args.device, flip=args.photo_flip)
-        note = (f"Webcam: {recognizer.summary}. Photos: {photo_recognizer.summary}. "
-                f"{len(recognizer.classes)} classes.")
-        demo = build_demo(recognizer, note=note, device=args.device, photo_recognizer=photo_recognizer)
+        demo = build_demo(recognizer, device=args.device, photo_recognizer=photo_recognizer)
     except FileNotFoundError as err:
         if args.checkpoint:
             sys.exit(f"error: {err}")

@@ -1,6 +1,10 @@
-"""The app's logic without a browser: per-session frame processing, photos, prompts, calibration, map."""
+"""The app's logic without a browser: per-tab frame processing, photos, prompts, calibration, map,
+the page's wiring and its HTTP API."""
+import re
+import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,11 +12,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 from PIL import Image
 
 import kefer
-import kefer.demo
-from kefer.demo import NO_MODEL, App, NeutralCalibration, Session, build_demo, embedding_map
+import kefer.app.session
+from kefer.app import NO_MODEL, App, Session, build_demo
+from kefer.app import layout
+from kefer.app.handlers import Handlers
+from kefer.app.map import EMPTY, TITLE, embedding_map
+from kefer.app.render import TILE
+from kefer.calibration import NeutralCalibration
+from kefer.scoring import l2_normalise
 from test_faces import GREY, ferplus_faces, paste, real_faces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,69 +75,61 @@ def frames(ckplus_root, ferplus_root):
     }
 
 
+
+# ---- the webcam ---------------------------------------------------------------------------------
 def test_frame_with_a_face_gets_a_label_and_bars_for_every_class(app, frames):
     session = Session(app)
-    annotated, bars = session.process_frame(frames["one"])
-    assert annotated.shape == (480, 640, 3) and (annotated != frames["one"]).any()
-    assert "Face 1 of 1 (largest)" in bars
+    view = session.process_frame(frames["one"])
+    assert view.image.shape == (480, 640, 3) and (view.image != frames["one"]).any()
+    assert "Face 1 of 1 (largest)" in view.bars
     for name in app.rec.classes:
-        assert f"data-class='{name}'" in bars
+        assert f"data-class='{name}'" in view.bars
     assert len(session.history) == 1
+
+
+def test_the_box_label_and_the_bars_come_from_the_same_face_result(app, frames):
+    """Issue 17.9: the label drawn on the box is the bars' headline, plain and relative alike."""
+    session = Session(app)
+    for relative in (False, True):
+        view = session.process_frame(frames["two"], relative=relative)
+        face = session.frame_faces[0]
+        headline = re.search(r"<span class='kefer-label'>([^<]*)</span>", view.bars).group(1)
+        assert headline == view.labels[0]
+        if not relative:
+            assert headline == f"{face.label} {face.confidence:.2f}"
+        session.neutral.mean, session.neutral.threshold = face.embedding, 0.5   # a calibration from this face
 
 
 def test_frames_with_no_face_or_odd_formats_give_messages(app, frames):
     session = Session(app)
-    annotated, bars = session.process_frame(frames["none"])
-    assert "No face in view" in bars
-    np.testing.assert_array_equal(annotated, frames["none"])
+    view = session.process_frame(frames["none"])
+    assert "No face in view" in view.bars
+    np.testing.assert_array_equal(view.image, frames["none"])
     rgba = np.dstack([frames["one"], np.full((480, 640), 255, np.uint8)])
-    assert "Face 1 of 1" in session.process_frame(rgba)[1]
-    assert "Face 1 of 1" in session.process_frame(frames["one"][:, :, 0])[1]
+    assert "Face 1 of 1" in session.process_frame(rgba).bars
+    assert "Face 1 of 1" in session.process_frame(frames["one"][:, :, 0]).bars
 
 
 def test_clicking_a_face_selects_it_until_it_leaves(app, frames):
     session = Session(app)
-    assert "Face 1 of 2 (largest)" in session.process_frame(frames["two"])[1]
+    assert "Face 1 of 2 (largest)" in session.process_frame(frames["two"]).bars
     small = next(f for f in session.frame_faces if f.box[0] < 300)
     session.select_at((small.box[0] + small.box[2]) / 2, (small.box[1] + small.box[3]) / 2)
-    assert "Face 2 of 2</b>" in session.process_frame(frames["two"])[1]
+    assert "Face 2 of 2</b>" in session.process_frame(frames["two"]).bars
     session.select_at(5, 5)  # outside every face: back to the largest
-    assert "Face 1 of 2 (largest)" in session.process_frame(frames["two"])[1]
+    assert "Face 1 of 2 (largest)" in session.process_frame(frames["two"]).bars
 
 
-def test_smoothing_averages_embeddings_over_frames(app, frames, ckplus_root):
+def test_smoothing_averages_representations_over_frames(app, frames, ckplus_root):
     other = paste(real_faces(ckplus_root, 2, "surprise")[1:], [(200, 120, 220)])
     raw, smooth = Session(app), Session(app)
+    crops = []
     for frame in (frames["one"], other):
         raw.process_frame(frame, smoothing=False)
+        crops.append(raw.frame_faces[0].crop)
         smooth.process_frame(frame, smoothing=True)
-    first, second = raw.history
-    expected = (first + second) / np.linalg.norm(first + second)
+    expected = l2_normalise(app.rec.features(crops).mean(axis=0))
     np.testing.assert_allclose(smooth.history[1], expected, atol=1e-5)
-
-
-def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
-    session, other = Session(app), Session(app)
-    before = session.prompts
-    assert session.set_prompts("A photo of a face.", "happy").startswith("Error")
-    assert session.set_prompts(app.rec.template, " \n , ").startswith("Error")
-    assert session.prompts is before
-
-    message = session.set_prompts("A person is feeling [CLS].", "neutral\nhappiness\nconfused")
-    assert message.startswith("Applied: 3 classes")
-    assert session.prompts.anchors.shape == (3, before.anchors.shape[1])
-    bars = session.process_frame(frames["one"])[1]
-    assert "data-class='confused'" in bars and "data-class='surprise'" not in bars
-    assert "data-class='confused'" not in other.process_frame(frames["one"])[1]
-    assert tuple(app.rec.classes) == before.classes  # the shared recogniser is back to its own prompts
-
-    session.reset_prompts()
-    assert session.prompts is app.default_prompts
-
-
-def test_reencoding_the_checkpoint_prompts_reproduces_its_anchors(app):
-    again = app.encode(app.rec.template, app.rec.classes)
-    np.testing.assert_allclose(again.anchors, app.default_prompts.anchors, atol=1e-5)
 
 
 def test_two_sessions_streaming_at_once_keep_their_own_prompts(app, frames):
@@ -136,7 +139,7 @@ def test_two_sessions_streaming_at_once_keep_their_own_prompts(app, frames):
 
     def stream(i):
         for _ in range(4):
-            results[i].append(sessions[i].process_frame(frames["one"])[1])
+            results[i].append(sessions[i].process_frame(frames["one"]).bars)
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
     for t in threads:
@@ -147,6 +150,46 @@ def test_two_sessions_streaming_at_once_keep_their_own_prompts(app, frames):
     assert all("data-class='confused'" in bars and "contempt" not in bars for bars in results[1])
 
 
+# ---- prompts ------------------------------------------------------------------------------------
+def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
+    session, other = Session(app), Session(app)
+    before = session.prompts
+    assert session.set_prompts("A photo of a face.", "happy").startswith("Error")
+    assert session.set_prompts(app.rec.template, " \n , ").startswith("Error")
+    assert session.prompts is before
+
+    message = session.set_prompts("A person is feeling [CLS].", "neutral\nhappiness\nconfused")
+    assert message.startswith("Applied: 3 classes")
+    assert session.prompts.anchors.shape == (3, before.anchors.shape[1])
+    bars = session.process_frame(frames["one"]).bars
+    assert "data-class='confused'" in bars and "data-class='surprise'" not in bars
+    assert "data-class='confused'" not in other.process_frame(frames["one"]).bars
+    assert tuple(app.rec.classes) == before.classes  # the shared recogniser keeps its own prompts
+
+    session.reset_prompts()
+    assert session.prompts is app.default_prompts
+
+
+def test_reencoding_the_checkpoint_prompts_reproduces_its_anchors(app):
+    again = app.encode(app.rec.template, app.rec.classes)
+    np.testing.assert_allclose(again.anchors, app.default_prompts.anchors, atol=1e-5)
+
+
+def test_the_text_encoder_loads_in_the_background_when_the_app_starts(checkpoint):
+    """Issue 17.4: the first Apply does not wait seconds for the text encoder."""
+    rec = kefer.load(checkpoint)
+    assert rec._text_encoder is None
+    demo = build_demo(rec)
+    loader = demo.kefer_app.text_loader
+    assert loader is not None and loader.name == "kefer-text"
+    loader.join(timeout=120)
+    assert rec._text_encoder is not None and demo.kefer_app.text_status == "Text encoder ready."
+    start = time.perf_counter()
+    Session(demo.kefer_app).set_prompts("A person is feeling [CLS].", "neutral\nconfused")
+    assert time.perf_counter() - start < 3.0
+
+
+# ---- photos -------------------------------------------------------------------------------------
 def test_photos_of_every_kind_are_scored_or_explained(app, frames, tmp_path):
     Image.fromarray(frames["two"]).save(tmp_path / "two.jpg")
     Image.fromarray(np.dstack([frames["one"], np.full((480, 640), 200, np.uint8)])).save(tmp_path / "rgba.png")
@@ -154,56 +197,130 @@ def test_photos_of_every_kind_are_scored_or_explained(app, frames, tmp_path):
     Image.fromarray(frames["none"]).save(tmp_path / "empty.png")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     session = Session(app)
-    names = ["two.jpg", "rgba.png", "grey16.png", "empty.png", "broken.jpg"]
-    messages = session.add_photos([tmp_path / n for n in names])
+    messages = session.add_photos([tmp_path / n for n in ["two.jpg", "rgba.png", "grey16.png", "empty.png",
+                                                           "broken.jpg"]])
     assert len(messages) == 1 and "broken.jpg" in messages[0]
-    assert [len(p.faces) for p in session.photos] == [2, 1, 1, 0]
-
-    gallery, bars, table = session.photo_views()
-    assert len(gallery) == 4 and "empty.png: no face found" in gallery[3][1]
-    assert "two.jpg: largest face" in bars and table.count("\n| two.jpg |") == 2
-    session.photo_index = 3
-    assert "No face found in empty.png" in session.photo_bars()
-
+    assert [len(p.faces) for p in session.album.photos] == [2, 1, 1, 0]
+    captions = [c for _, c in session.album.gallery()]
+    assert len(captions) == 5 and captions[-1] == "empty.png: no face found"
+    assert "two.jpg: face 1 of 2" in session.album.bars()
+    session.album.selected = 4
+    assert "No face found in empty.png" in session.album.bars()
     session.score_whole_images()
-    assert session.photos[3].whole and session.photos[3].embeddings.shape[0] == 1
-    assert "whole image" in session.photo_views()[2]
+    assert session.album.photos[3].whole and session.album.rows()[-1]["whole_image"]
     assert len(session.history) == 5
 
 
-def test_a_small_face_in_a_6000x4000_photo_is_found(app, ckplus_root, tmp_path):
+def test_a_corrupt_upload_names_the_file_never_a_server_path(app, tmp_path):
+    """Issue 17.3, through the upload handler as gradio calls it (a file in its temp folder)."""
+    folder = tmp_path / "gradio" / "6990a1b2c3"
+    folder.mkdir(parents=True)
+    (folder / "c_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    message = Handlers(app).analyse_photos([str(folder / "c_corrupt.jpg")], Session(app))[0]
+    assert message.startswith("c_corrupt.jpg: not a readable image")
+    assert str(tmp_path) not in message and "6990a1b2c3" not in message and "/" not in message
+
+
+def test_every_face_of_a_photo_is_a_tile_with_its_label_and_its_own_bars(app, frames, tmp_path):
+    """Issue 17.5: one tile per face, labelled in its caption; a click on any face shows its bars."""
+    Image.fromarray(frames["two"]).save(tmp_path / "two.jpg")
+    session = Session(app)
+    session.add_photos([tmp_path / "two.jpg"])
+    tiles = session.album.gallery()
+    faces = session.album.photos[0].faces
+    assert len(tiles) == 2
+    for i, ((tile, caption), face) in enumerate(zip(tiles, faces)):
+        assert tile.shape == (TILE, TILE, 3)
+        assert caption == f"two.jpg · face {i + 1}: {face.label} {face.confidence:.2f}"
+    bars = []
+    for i in range(2):
+        session.album.selected = i
+        bars.append(session.album.bars())
+        assert f"two.jpg: face {i + 1} of 2" in bars[i]
+        assert f"{faces[i].probabilities[0]:.3f}" in bars[i]
+    assert bars[0] != bars[1]
+
+
+def test_boxes_of_a_6000x4000_photo_are_in_its_own_pixels_clipped(app, ckplus_root, tmp_path):
     photo = np.full((4000, 6000, 3), GREY, np.uint8)
     photo[1800:2100, 4000:4300] = cv2.resize(real_faces(ckplus_root, 1)[0], (300, 300))
+    photo[3700:4000, 5700:6000] = cv2.resize(real_faces(ckplus_root, 1)[0], (300, 300))  # at the corner
     Image.fromarray(photo).save(tmp_path / "huge.jpg", quality=90)
     session = Session(app)
     assert session.add_photos([tmp_path / "huge.jpg"]) == []
-    [found] = session.photos
-    assert found.rgb.shape == (1280, 1920, 3) and len(found.faces) == 1
-    assert 4000 * 0.32 < found.faces[0].box[0] < 4300 * 0.32
+    rows = session.album.rows()
+    assert len(rows) == 2
+    inner = min(rows, key=lambda r: r["x0"])
+    assert 3900 < inner["x0"] < 4100 and 4200 < inner["x1"] < 4400 and 1700 < inner["y0"] < 1900
+    for r in rows:
+        assert 0 <= r["x0"] < r["x1"] <= 5999 and 0 <= r["y0"] < r["y1"] <= 3999
+    assert len(session.album.gallery()) == 2
+
+
+def test_a_whole_image_score_with_a_low_top_probability_is_called_unreliable(app, frames, tmp_path):
+    noise = np.clip(128 + 40 * np.random.default_rng(0).standard_normal((300, 400, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    Image.fromarray(frames["one"]).save(tmp_path / "one.png")
+    handlers, session = Handlers(app), Session(app)
+    message, whole, *_ = handlers.analyse_photos([str(tmp_path / "noise.png"), str(tmp_path / "one.png")], session)
+    assert "No face found in noise.png" in message and whole["visible"]
+    message, _, gallery, bars, table, rows, _ = handlers.score_whole_images(session)
+    face = session.album.photos[0].faces[0]
+    assert face.whole_image and face.confidence < 0.6
+    assert "noise.png: unreliable" in message and "unreliable" in bars
+    assert gallery[0][1].endswith("(unreliable)") and not gallery[1][1].endswith("(unreliable)")
+    assert rows[0]["unreliable"] and not rows[1]["unreliable"] and "whole image" in table
 
 
 def test_applying_prompts_rescores_uploaded_photos(app, frames, tmp_path):
     Image.fromarray(frames["one"]).save(tmp_path / "one.png")
     session = Session(app)
     session.add_photos([tmp_path / "one.png"])
-    before = session.photo_bars()
+    before = session.album.bars()
     session.set_prompts("A photo of a [CLS] face.", "happiness\nconfused")
-    after = session.photo_bars()
+    after = session.album.bars()
     assert "data-class='confused'" in after and after != before
+    assert session.album.gallery()[0][1].startswith("one.png · face 1: ")
 
 
+def test_photos_use_the_photo_model(ckplus_root):
+    """Webcam frames go through the fast model, uploaded photos through the accurate one."""
+    if not all((ROOT / "assets" / f"{m}.safetensors").is_file() for m in ("fast", "accurate")):
+        pytest.skip("needs assets/fast.safetensors and assets/accurate.safetensors")
+    fast, accurate = kefer.load("fast"), kefer.load("accurate")
+    assert fast.input_size != accurate.input_size
+    app = App(fast, photo_recognizer=accurate)
+    assert app.photo_detector.crop_size == accurate.input_size and app.detector.crop_size == fast.input_size
+    session = Session(app)
+    path = Path(tempfile.mkdtemp()) / "face.png"
+    Image.fromarray(paste([real_faces(ckplus_root, 1)[0]], [(200, 120, 220)])).save(path)
+    assert session.add_photos([path]) == []
+    [face] = session.album.photos[0].faces
+    np.testing.assert_allclose(face.embedding, accurate.embed([face.crop])[0], atol=1e-5)
+    assert not np.allclose(face.embedding, fast.embed([face.crop])[0], atol=1e-2)
+
+
+def test_models_with_other_prompts_are_refused(checkpoint):
+    other = kefer.load(checkpoint)
+    other.set_prompts(classes=["neutral", "happiness"])
+    with pytest.raises(ValueError, match="same classes"):
+        App(kefer.load(checkpoint), photo_recognizer=other)
+
+
+# ---- neutral calibration ------------------------------------------------------------------------
 def test_neutral_calibration_records_a_mean_and_scores_directions(app):
     anchors, neutral = app.default_prompts.anchors, app.default_prompts.neutral_index
     calib = NeutralCalibration()
     rng = np.random.default_rng(0)
     f_n = anchors[neutral] + 0.3 * rng.standard_normal(anchors.shape[1]).astype(np.float32)
-    calib.start(now=0.0)
+    calib.start()
     for i in range(10):
         f = f_n + 0.02 * rng.standard_normal(f_n.shape).astype(np.float32)
-        calib.add(f / np.linalg.norm(f), now=0.29 * i)
+        calib.add(f / np.linalg.norm(f), now=100 + 0.29 * i)
     assert calib.recording and calib.mean is None
-    calib.add(None, now=3.1)
-    assert not calib.recording and "from 10 frames" in calib.message
+    calib.add(None, now=103.1)
+    assert not calib.recording
+    assert calib.message == f"Neutral face recorded from 10 frames (θ = {calib.threshold:.3f})."
 
     happy = [k for k in range(len(anchors)) if k != neutral][0]
     towards = calib.mean + 0.5 * (anchors[happy] - anchors[neutral])
@@ -214,36 +331,90 @@ def test_neutral_calibration_records_a_mean_and_scores_directions(app):
     assert calib.labels(rel, neutral).tolist() == [neutral, happy]
 
 
-def test_neutral_calibration_without_faces_asks_to_retry():
+def test_neutral_calibration_says_what_happens(app):
+    """Issue 17.2: waiting for frames, recording n/5, done (n frames, θ), failed (no face)."""
     calib = NeutralCalibration()
-    calib.start(now=0.0)
-    calib.add(None, now=1.0)
-    calib.add(None, now=3.1)
-    assert calib.mean is None and "Only 0 frames" in calib.message
+    assert calib.message == ""
+    calib.start()
+    assert calib.message.startswith("Waiting for webcam frames")
+    calib.add(None, now=50.0)  # the clock starts with the first frame, not the button
+    assert calib.message.startswith("Recording your neutral face: 0/5 frames with a face, 3.0 s left")
+    calib.add(app.default_prompts.anchors[0], now=51.0)
+    assert calib.message.startswith("Recording your neutral face: 1/5 frames with a face, 2.0 s left")
+    calib.add(None, now=53.1)
+    assert calib.message.startswith("Calibration failed: a face was found in only 1 of 3 frames")
+    assert calib.mean is None
 
 
-def test_relative_mode_in_the_stream(app, frames, monkeypatch):
+def test_the_calibration_status_follows_the_stream_not_the_bars(app, frames, monkeypatch):
+    """Issue 17.2 end to end: the button says it waits; each frame's status goes to the status line
+    (only when it changed), never into the bars."""
     clock = iter(np.arange(0.0, 100.0, 0.5))  # every frame is half a second later
-    monkeypatch.setattr(kefer.demo, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    session = Session(app)
-    assert "Record your neutral face" in session.process_frame(frames["one"], relative=True)[1]
-    session.neutral.start(now=0.0)
-    assert "Recording your neutral face" in session.process_frame(frames["one"])[1]
-    for _ in range(6):
-        session.process_frame(frames["one"])
-    assert session.neutral.mean is not None
-    bars = session.process_frame(frames["one"], relative=True)[1]
+    monkeypatch.setattr(kefer.app.session, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    handlers, session = Handlers(app), Session(app)
+    assert handlers.on_record(session).startswith("Waiting for webcam frames")
+    statuses = []
+    for _ in range(9):
+        _, bars, status, _ = handlers.on_frame(frames["one"], session, True, False)
+        assert "Neutral face" not in bars and "Recording" not in bars
+        statuses.append(status)
+    shown = [s for s in statuses if isinstance(s, str)]
+    assert shown[0].startswith("Recording your neutral face: 1/5 frames")
+    assert shown[-1].startswith("Neutral face recorded from 7 frames (θ = ")
+    assert not isinstance(statuses[-1], str)  # unchanged: not sent again
+    bars = handlers.on_frame(frames["one"], session, True, True)[1]
     assert "Relative to your neutral" in bars and ">relative<" in bars
-    assert "<b>Face 1 of 1 (largest)</b>: neutral" in bars  # the very face that was recorded
+    assert "<b>Face 1 of 1 (largest)</b>: <span class='kefer-label'>neutral" in bars  # the recorded face
+
+
+def test_relative_mode_without_a_calibration_says_why(app, frames):
+    session = Session(app)
+    assert "Record your neutral face" in session.process_frame(frames["one"], relative=True).bars
+
+
+# ---- the map ------------------------------------------------------------------------------------
+def label_boxes(fig, classes):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    return ax.get_window_extent(renderer), [Text.get_window_extent(t, renderer) for t in ax.texts
+                                            if t.get_text() in classes]
 
 
 def test_embedding_map_uses_pca_for_few_faces_and_tsne_for_many(app):
     anchors, classes = app.default_prompts.anchors, app.default_prompts.classes
     rng = np.random.default_rng(0)
-    for n, method in ((0, "PCA"), (5, "PCA"), (40, "t-SNE")):
-        faces = anchors[rng.integers(0, len(anchors), n)] + 0.1 * rng.standard_normal((n, anchors.shape[1]))
-        title = embedding_map(faces.astype(np.float32), anchors, classes).axes[0].get_title()
-        assert title.startswith(f"{method}: {n} recent faces")
+    for n, method, faces in ((0, "PCA", "no faces yet"), (5, "PCA", "5 recent faces"), (40, "t-SNE", "40 recent")):
+        points = anchors[rng.integers(0, len(anchors), n)] + 0.1 * rng.standard_normal((n, anchors.shape[1]))
+        title = embedding_map(points.astype(np.float32), anchors, classes).axes[0].get_title()
+        assert title.startswith(f"{TITLE} ({method}): {faces}")
+
+
+def test_map_labels_stay_inside_the_axes_and_apart_even_for_anchors_on_top_of_each_other(app):
+    """Issue 17.6: after a prompt change anchors can coincide; their labels must still be readable."""
+    rng = np.random.default_rng(1)
+    base = app.default_prompts.anchors[0]
+    classes = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+    anchors = l2_normalise(base + 0.001 * rng.standard_normal((8, base.shape[0])))
+    for n in (0, 6, 40):
+        faces = l2_normalise(rng.standard_normal((n, base.shape[0])))
+        axes, boxes = label_boxes(embedding_map(faces, anchors, classes, rng.integers(0, 8, n)), classes)
+        assert len(boxes) == 8
+        for b in boxes:
+            assert axes.x0 <= b.x0 and b.x1 <= axes.x1 and axes.y0 <= b.y0 and b.y1 <= axes.y1
+        assert not any(boxes[i].overlaps(boxes[j]) for i in range(8) for j in range(i + 1, 8))
+
+
+def test_the_map_has_a_title_and_an_empty_state_before_any_data(app):
+    demo = build_demo(app.rec)
+    [plot] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "map"]
+    assert plot.label == "Embedding map" and plot.value is not None  # not an empty plot icon
+    figure = layout.placeholder()
+    ax = figure.axes[0]
+    assert ax.get_title() == TITLE and EMPTY.split()[0] in ax.texts[0].get_text()
+    empty = embedding_map(np.zeros((0, app.default_prompts.anchors.shape[1]), np.float32),
+                          app.default_prompts.anchors, app.default_prompts.classes)
+    assert any("appear here" in t.get_text() for t in empty.axes[0].texts)
 
 
 def test_map_is_redrawn_only_when_something_changed(app, frames):
@@ -254,40 +425,108 @@ def test_map_is_redrawn_only_when_something_changed(app, frames):
     assert session.plot() is not None
 
 
-def test_without_a_model_faces_are_found_but_not_scored(frames):
+# ---- without a model ----------------------------------------------------------------------------
+def test_without_a_model_faces_are_found_but_not_scored(frames, tmp_path):
     session = Session(App(None))
-    annotated, bars = session.process_frame(frames["one"])
-    assert NO_MODEL in bars and (annotated != frames["one"]).any()
+    view = session.process_frame(frames["one"])
+    assert NO_MODEL in view.bars and (view.image != frames["one"]).any()
     assert session.set_prompts("[CLS]", "happy").startswith("Error")
     assert session.plot() is None
+    Image.fromarray(frames["two"]).save(tmp_path / "two.png")
+    assert session.add_photos([tmp_path / "two.png"]) == []
+    assert [c for _, c in session.album.gallery()] == ["two.png · face 1", "two.png · face 2"]
+    assert NO_MODEL in session.album.bars()
 
 
-def test_build_demo_with_and_without_a_model(app):
-    assert build_demo(app.rec, note="test").fns
-    assert build_demo(None, note="no model").fns
+# ---- the page and its API -----------------------------------------------------------------------
+def components(demo) -> dict:
+    return {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
 
 
-def test_photos_use_the_photo_model(ckplus_root):
-    """Webcam frames go through the fast model, uploaded photos through the accurate one."""
-    if not (ROOT / "assets" / "accurate.safetensors").is_file() or not (ROOT / "assets" / "fast.safetensors").is_file():
-        pytest.skip("needs assets/fast.safetensors and assets/accurate.safetensors")
-    fast, accurate = kefer.load("fast"), kefer.load("accurate")
-    assert fast.input_size != accurate.input_size
-    app = App(fast, photo_recognizer=accurate)
-    assert app.photo_detector.crop_size == accurate.input_size and app.detector.crop_size == fast.input_size
-    session = Session(app)
-    face = real_faces(ckplus_root, 1)[0]
-    path = Path(tempfile.mkdtemp()) / "face.png"
-    Image.fromarray(paste([face], [(200, 120, 220)])).save(path)
-    assert session.add_photos([path]) == []
-    photo = session.photos[0]
-    assert len(photo.faces) == 1
-    np.testing.assert_allclose(photo.embeddings, accurate.embed([photo.faces[0].crop]), atol=1e-5)
-    assert not np.allclose(photo.embeddings, fast.embed([photo.faces[0].crop]), atol=1e-2)
+def test_the_page_says_which_model_and_backend_scores_each_tab(app):
+    """Issue 17.9: the stored accuracy with 2 decimals, and the backend, in the header and tabs."""
+    demo = build_demo(app.rec, photo_recognizer=app.rec)
+    parts = components(demo)
+    summary = app.rec.summary
+    assert app.rec.backend.name in summary
+    if "test_accuracy" in app.rec.meta.get("metrics", {}):
+        assert f"{100 * app.rec.meta['metrics']['test_accuracy']:.2f}%" in summary
+    assert f"Webcam: **{summary}**. Photos: **{summary}**." in parts["header"].value
+    assert summary in parts["cam-model"].value and summary in parts["photo-model"].value
+    for elem in ("cam", "cam-out", "cam-bars", "calibration", "record", "upload", "gallery", "photo-bars",
+                 "photo-json", "template", "classes", "apply", "reset", "text-status", "map"):
+        assert elem in parts
 
 
-def test_models_with_other_prompts_are_refused(checkpoint):
-    other = kefer.load(checkpoint)
-    other.set_prompts(classes=["neutral", "happiness"])
-    with pytest.raises(ValueError, match="same classes"):
-        App(kefer.load(checkpoint), photo_recognizer=other)
+def test_without_a_model_the_page_says_so_and_offers_no_prompt_api():
+    demo = build_demo(None, note="No kefer model at 'fast'.")
+    parts = components(demo)
+    assert NO_MODEL in parts["header"].value and "No kefer model at" in parts["header"].value
+    assert "cam-model" not in parts and demo.kefer_app.text_loader is None
+    assert Session(demo.kefer_app).set_prompts("[CLS]", "happy").startswith("Error")
+
+
+def test_streams_are_time_limited_and_each_tab_has_its_own_state_cleaned_up_on_unload(app, frames):
+    """Issue 17.7: time_limit on the stream, gr.State with a factory and a time to live, unload cleanup."""
+    demo = build_demo(app.rec)
+    [stream] = [fn for fn in demo.fns.values() if any(t[1] == "stream" for t in fn.targets)]
+    assert stream.time_limit == layout.STREAM_TIME_LIMIT and stream.concurrency_limit == layout.STREAMS
+    [state] = [b for b in demo.blocks.values() if type(b).__name__ == "State"]
+    assert callable(state.value) and state.time_to_live == layout.STATE_TTL
+    first, second = state.value(), state.value()
+    assert isinstance(first, Session) and first is not second and first.app is second.app
+    [unload] = [fn for fn in demo.fns.values() if any(t[1] == "unload" for t in fn.targets)]
+    handlers = unload.fn.__self__
+    handlers.on_frame(frames["one"], first, True, False, SimpleNamespace(session_hash="tab-1"))
+    assert len(first.history) == 1 and demo.kefer_app.sessions == {"tab-1": first}
+    unload.fn(SimpleNamespace(session_hash="tab-1"))
+    assert demo.kefer_app.sessions == {} and len(first.history) == 0
+
+
+def test_the_http_api_has_three_named_endpoints_and_no_accidental_ones(app):
+    """Issue 17.8: /analyse_photos, /reprompt, /reset are public; frames, clicks, timers are not."""
+    demo = build_demo(app.rec)
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert public == {"analyse_photos", "reprompt", "reset"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_readmes_gradio_client_example_runs_against_the_app(app, frames, tmp_path):
+    """Issue 17.8: the README's example, run as written against a running app."""
+    from gradio_client import Client
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(from gradio_client import.*?)```", readme, re.S).group(1)
+    Image.fromarray(frames["two"]).save(tmp_path / "group.jpg")
+    demo = build_demo(app.rec)
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        assert set(api["named_endpoints"]) == {"/analyse_photos", "/reprompt", "/reset"}
+        assert not api["unnamed_endpoints"]
+        code = code.replace("http://127.0.0.1:7860/", url).replace('"group.jpg"', repr(str(tmp_path / "group.jpg")))
+        printed = []
+        namespace = {"print": lambda *a: printed.append(a)}
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        demo.close()
+    assert len(printed) == 2 and all(row[0] == "group.jpg" for row in printed)
+    assert {row[1] for row in printed} == {1, 2}
+    assert {"p_confused", "label"} <= set(namespace["faces"][0])
+
+
+def test_the_readme_says_how_to_get_cpu_wheels_and_keeps_the_default_install_offline():
+    """Issue 17.9: the CPU index is in the README only; requirements.txt stays PyPI-only."""
+    readme = (ROOT / "README.md").read_text()
+    requirements = (ROOT / "requirements.txt").read_text()
+    torch_pin = re.search(r"^torch==(\S+)$", requirements, re.M).group(1)
+    assert f"pip install torch=={torch_pin} " in readme and "--index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "pip install -r requirements.txt && python app.py" in readme
+    assert "index-url" not in requirements and "download.pytorch.org" not in requirements

@@ -1,7 +1,7 @@
 """The app in a real browser: Debian's chromium, driven by Playwright, with a fake webcam that plays
 real FER+ faces. Starts `python app.py` on a free port and checks what a user would see.
 
-Set KEFER_SCREENSHOT=docs/screenshot.png to also save the screenshot of the streaming app there.
+Set KEFER_SCREENSHOT=docs/screenshot.png to also save a screenshot of the streaming app there.
 """
 import os
 import shutil
@@ -95,8 +95,9 @@ def browser(faces, tmp_path_factory):
         browser.close()
 
 
-def start_webcam(page, url: str) -> None:
-    page.goto(url, wait_until="domcontentloaded")
+def start_webcam(page, url: str, goto: bool = True) -> None:
+    if goto:
+        page.goto(url, wait_until="domcontentloaded")
     page.locator('#cam [title="grant webcam access"] button').click(timeout=TIMEOUT_MS)
     page.wait_for_function(
         "document.querySelector('#cam video[data-testid=\"webcam-video\"]')?.readyState >= 2", timeout=TIMEOUT_MS)
@@ -107,50 +108,92 @@ def class_names(page) -> set:
     return set(page.locator("#classes textarea").input_value().split("\n"))
 
 
-def test_webcam_upload_and_prompt_editing(server, browser, faces, tmp_path):
+def output_src(page) -> str:
+    return page.locator("#cam-out img").first.get_attribute("src") or ""
+
+
+def wait_for_new_frame(page, previous: str) -> str:
+    """Wait until the annotated frame shown in ``page`` is a new one; returns its src."""
+    page.wait_for_function("prev => (document.querySelector('#cam-out img')?.getAttribute('src') || '') !== prev",
+                           arg=previous, timeout=TIMEOUT_MS)
+    return output_src(page)
+
+
+def saturated_fraction(png: bytes) -> float:
+    """Share of strongly coloured pixels: the fake webcam is grey, so they are the drawn boxes and labels."""
+    import io
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) > 80).mean())
+
+
+def test_webcam_calibration_and_a_second_tab(server, browser):
     context = browser.new_context(permissions=["camera"], viewport={"width": 1500, "height": 1100})
     page = context.new_page()
-    start_webcam(page, server)
+    page.goto(server, wait_until="domcontentloaded")
+
+    # the neutral calibration's status follows what happens: no frames yet, then recording, then done
+    page.locator("#record").click(timeout=TIMEOUT_MS)
+    page.locator("#calibration", has_text="Waiting for webcam frames").wait_for(timeout=TIMEOUT_MS)
+    start_webcam(page, server, goto=False)
+    page.locator("#calibration", has_text="Recording your neutral face").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#calibration", has_text="/5 frames with a face").wait_for(timeout=TIMEOUT_MS)
+    done = page.locator("#calibration", has_text="Neutral face recorded from")
+    done.wait_for(timeout=TIMEOUT_MS)
+    assert "θ = " in done.inner_text()
+    assert "Neutral face recorded" not in page.locator("#cam-bars").inner_text()
 
     # the stream: an annotated frame, a face label and one bar per class
     page.locator("#cam-bars .kefer-bars").wait_for(timeout=TIMEOUT_MS)
-    label = page.locator("#cam-bars .kefer-bars p b").first.inner_text()
-    assert label.startswith("Face 1 of 1")
+    assert page.locator("#cam-bars .kefer-bars p b").first.inner_text().startswith("Face 1 of 1")
     classes = class_names(page)
-    top = page.locator("#cam-bars .kefer-bars p").first.inner_text().split(": ")[-1]
-    assert top in classes
+    assert page.locator("#cam-bars .kefer-label").first.inner_text().rsplit(" ", 1)[0] in classes
     assert page.locator("#cam-bars .kefer-row").count() == len(classes)
     page.locator("#cam-out img").wait_for(timeout=TIMEOUT_MS)
-    page.locator("#map img").wait_for(timeout=TIMEOUT_MS)  # the map's timer has drawn it
+    assert saturated_fraction(page.locator("#cam-out img").screenshot()) > 0.002  # a box and its label
+    page.locator("#text-status", has_text="Text encoder ready.").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#map img").wait_for(timeout=TIMEOUT_MS)
 
-    # a second tab streams at the same time (concurrency_limit=2), with its own state
+    # a second tab streams at the same time, with its own state, and the first keeps streaming
     second = context.new_page()
     start_webcam(second, server)
     second.locator("#cam-bars .kefer-bars").wait_for(timeout=TIMEOUT_MS)
-    page.wait_for_timeout(1500)
-    assert page.locator("#cam-bars .kefer-bars").count() == 1
+    first_src, second_src = output_src(page), output_src(second)
+    for _ in range(3):
+        first_src, second_src = wait_for_new_frame(page, first_src), wait_for_new_frame(second, second_src)
+    assert "recorded" not in second.locator("#calibration").inner_text()  # the first tab's calibration
     second.close()
 
-    screenshot = tmp_path / "screenshot.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    assert Image.open(screenshot).size[0] >= 1500
     if os.environ.get("KEFER_SCREENSHOT"):
-        shutil.copy(screenshot, ROOT / os.environ["KEFER_SCREENSHOT"])
-
-    # which model scores what is said on each tab
-    if SHIPPED:
+        page.wait_for_timeout(3500)  # one more map tick
+        page.screenshot(path=str(ROOT / os.environ["KEFER_SCREENSHOT"]), full_page=True)
+    if SHIPPED:  # which model scores what is said on each tab
         assert "fast" in page.locator("#cam-model").inner_text()
+    context.close()
 
-    # a photo upload: the face is found and scored
-    photo = tmp_path / "face.png"
-    Image.fromarray(paste([faces[1]], [(150, 100, 260)])).save(photo)
-    page.get_by_role("tab", name="Photos").click()
+
+def test_photo_tiles_prompt_editing_and_errors(server, browser, faces, tmp_path):
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    page.goto(server, wait_until="domcontentloaded")
+    photo = tmp_path / "two.png"
+    Image.fromarray(paste([faces[1], faces[2]], [(20, 100, 160), (330, 60, 260)])).save(photo)
+    page.get_by_role("tab", name="Photos").click(timeout=TIMEOUT_MS)
     if SHIPPED:
         assert "accurate" in page.locator("#photo-model").inner_text()
     page.locator("#upload input[type=file]").set_input_files(str(photo))
+
+    # each face is its own tile with its label; a click on either shows that face's bars
+    captions = page.locator("#gallery .caption-label")
+    captions.nth(1).wait_for(timeout=TIMEOUT_MS)
+    texts = [captions.nth(i).inner_text() for i in range(captions.count())]
+    assert len(texts) == 2 and all(t.startswith(f"two.png · face {i + 1}: ") for i, t in enumerate(texts))
+    assert all(t.rsplit(" ", 1)[0].split(": ")[1] in class_names(page) for t in texts)
     bars = page.locator("#photo-bars .kefer-bars")
-    bars.wait_for(timeout=TIMEOUT_MS)
-    assert "face.png: largest face" in bars.inner_text()
+    assert "two.png: face 1 of 2" in bars.inner_text()
+    page.locator("#gallery button.thumbnail-item").nth(1).click()
+    page.locator("#photo-bars", has_text="two.png: face 2 of 2").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#photo-bars .kefer-label").inner_text() == texts[1].split(": ", 1)[1]
     before = bars.inner_text()
 
     # a template without [CLS] is refused inline; a valid edit with a new class changes the bars
@@ -164,9 +207,11 @@ def test_webcam_upload_and_prompt_editing(server, browser, faces, tmp_path):
     assert bars.inner_text() != before
     assert page.locator("#photo-bars .kefer-row").count() == 3
 
-    # an unreadable file is explained, not a traceback
+    # an unreadable file is explained by its name, never a server path
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     page.locator("#upload input[type=file]").set_input_files(str(broken))
-    page.locator("#photo-message", has_text="broken.png: not a readable image").wait_for(timeout=TIMEOUT_MS)
+    message = page.locator("#photo-message", has_text="broken.png: not a readable image")
+    message.wait_for(timeout=TIMEOUT_MS)
+    assert "/" not in message.inner_text()
     context.close()

@@ -1,0 +1,293 @@
+"""Per-tab state without gradio: what all tabs share (``App``) and what each tab owns (``Session``).
+
+``App`` holds what every browser tab only reads: the recognisers, the face detectors, the photo
+analyser and the text encoder (loaded in the background at start-up). A ``Session`` is one tab:
+its prompts, its webcam stream (``analysis.StreamAnalyzer``: tracking, smoothing, scoring), its
+neutral calibration, recent embeddings for the map and its photos (``photos.PhotoAlbum``). The
+app computes no scores itself: faces come scored from ``kefer.analysis``, relative scores from
+``kefer.calibration``.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..analysis import ImageAnalyzer, StreamAnalyzer
+from ..calibration import NeutralCalibration
+from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
+from ..scoring import Prompts
+from ..text import PLACEHOLDER
+from .map import embedding_map
+from .photos import PhotoAlbum
+from .render import GREY, NO_MODEL, bars_html, label_text, message_html
+
+HISTORY = 150          # face embeddings kept per session for the embedding map
+
+
+class App:
+    """What all sessions share and only read: the recognisers (or None), detectors, text encoder.
+
+    ``recognizer`` scores webcam frames (a fast model); ``photo_recognizer`` (default: the same)
+    uploaded photos, where accuracy matters more than speed. Both must share the text space: a
+    tab's prompts are encoded once and compared with either model's representations. Webcam frames
+    are searched at 320 px for faces of 40+ px there; photos at up to 1280 px for faces of 20+ px.
+    """
+
+    def __init__(self, recognizer, device: str = "cpu", detect_every: int = 3, photo_recognizer=None):
+        self.rec = recognizer
+        self.photo_rec = photo_recognizer or recognizer
+        check_same_text(recognizer, self.photo_rec)
+        self.detector = FaceDetector(device=device, crop_size=recognizer.input_size if recognizer else 112)
+        self.photo_detector = FaceDetector(device=device, crop_size=self.photo_rec.input_size if self.photo_rec
+                                           else 112, detect_side=1280, min_face_size=20)
+        self.image_analyzer = ImageAnalyzer(self.photo_rec, self.photo_detector) if self.photo_rec else None
+        self.detect_every = detect_every
+        self.default_prompts = recognizer.own_prompts if recognizer is not None else None
+        self.text_loader = None
+        self.text_error = None
+        self.sessions = {}            # gradio session hash -> Session, to clean up when a tab closes
+        self.sessions_lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        return self   # shared and read-only: gradio deep-copies state values, never copy the models
+
+    @property
+    def editable(self) -> bool:
+        return self.rec is not None and not self.rec.own_prompts.is_classifier
+
+    def start_text_encoder(self) -> threading.Thread | None:
+        """Load the text encoder in a background thread (seconds), so the first Apply is quick."""
+        if self.editable and self.text_loader is None:
+            self.text_loader = threading.Thread(target=self._load_text_encoder, name="kefer-text", daemon=True)
+            self.text_loader.start()
+        return self.text_loader
+
+    def _load_text_encoder(self) -> None:
+        try:
+            self.rec.text_encoder  # noqa: B018  (the property loads it, under the recogniser's lock)
+        except Exception as err:  # shown in the prompts panel; Apply then says what failed
+            self.text_error = f"{type(err).__name__}: {err}"
+
+    @property
+    def text_status(self) -> str:
+        if not self.editable:
+            return "" if self.rec is None else "This model's prompts cannot be edited (a classifier baseline)."
+        if self.text_error:
+            return f"Text encoder failed to load: {self.text_error}"
+        if self.text_loader is not None and self.text_loader.is_alive():
+            return "Loading the text encoder… (Apply waits for it)"
+        return "Text encoder ready."
+
+    def encode(self, template: str, classes: list) -> Prompts:
+        """Prompts from the checkpoint's text encoder; the shared recogniser is not changed.
+        Raises ValueError for a bad template or class list."""
+        return self.rec.encode_prompts(template=template, classes=classes)
+
+    def register(self, key: str | None, session: "Session") -> None:
+        if key:
+            with self.sessions_lock:
+                self.sessions[key] = session
+
+    def close(self, key: str | None) -> None:
+        """A tab closed: drop its session's photos, tracks and embeddings now."""
+        with self.sessions_lock:
+            session = self.sessions.pop(key, None)
+        if session is not None:
+            session.close()
+
+
+def check_same_text(rec, other) -> None:
+    if rec is None or other is rec:
+        return
+    same = (rec.meta["text_encoder"] == other.meta["text_encoder"] and rec.classes == other.classes
+            and np.allclose(rec.text_embeddings, other.text_embeddings, atol=1e-3))
+    if not same:
+        raise ValueError(f"The webcam model {rec.name!r} and the photo model {other.name!r} need the same "
+                         f"classes, prompts and text encoder.")
+
+
+@dataclass
+class FrameView:
+    """What one webcam frame shows: the annotated frame, the bars, the calibration status, and
+    the label drawn on each face's box (the bars' headline shows the selected one's)."""
+
+    image: np.ndarray
+    bars: str
+    status: str
+    status_changed: bool
+    labels: list = field(default_factory=list)
+
+
+@dataclass
+class Scored:
+    """Faces' scores as shown: label index and headline value per face, the bars' columns, a note."""
+
+    labels: np.ndarray
+    values: np.ndarray
+    columns: list
+    note: str = ""
+
+
+class Session:
+    """One browser tab: its prompts, webcam stream, calibration, embeddings and photos."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self.prompts = app.default_prompts
+        if app.rec is not None:
+            self.stream = StreamAnalyzer(app.rec, app.detector, every=app.detect_every)
+        else:
+            self.tracker = FaceTracker(app.detector, every=app.detect_every)
+        self.neutral = NeutralCalibration()
+        self.shown_status = ""
+        self.selected_track = None
+        self.frame_faces = []
+        self.history = deque(maxlen=HISTORY)        # (embedding [d]) of recent faces, webcam and photos
+        self.lock = threading.Lock()  # the map timer reads history while the stream appends to it
+        self.version = 0   # bumped when history or prompts change; the map timer redraws only then
+        self.plotted = -1
+        self.album = PhotoAlbum(app)
+        self.text_status_shown = ""
+
+    def __deepcopy__(self, memo):
+        return self   # gradio deep-copies a new tab's state value: each tab gets its own from the factory
+
+    def close(self) -> None:
+        with self.lock:
+            self.history.clear()
+        self.album.clear()
+        self.frame_faces = []
+
+    # ---- scores as shown ----------------------------------------------------------------------
+    def scored(self, faces: list, prompts: Prompts, relative: bool = False) -> Scored:
+        """FaceResults -> labels, headline values and bar columns; relative mode (a recorded
+        neutral face and a 'neutral' class) puts ``NeutralCalibration.relative`` first."""
+        cos = np.stack([f.cosines for f in faces])
+        probs = np.stack([f.probabilities for f in faces])
+        labels = probs.argmax(axis=1)
+        plain = Scored(labels, probs[np.arange(len(faces)), labels], [("cosine", cos, False),
+                                                                      ("probability", probs, True)])
+        if not relative:
+            return plain
+        if self.neutral.mean is None:
+            plain.note = "Record your neutral face to see scores relative to it."
+            return plain
+        neutral = prompts.neutral_index
+        if neutral is None:
+            plain.note = "Relative scores need a class called 'neutral'."
+            return plain
+        rel = self.neutral.relative(np.stack([f.embedding for f in faces]), prompts.anchors, neutral)
+        labels = self.neutral.labels(rel, neutral)
+        note = (f"Relative to your neutral: row 'neutral' = cos(f, f_neutral) (neutral at or above "
+                f"θ = {self.neutral.threshold:.3f}); other rows = cos(f - f_neutral, t_k - t_neutral).")
+        return Scored(labels, rel[np.arange(len(faces)), labels], [("relative", rel, False)] + plain.columns, note)
+
+    # ---- webcam -------------------------------------------------------------------------------
+    def process_frame(self, frame, smoothing: bool = True, relative: bool = False) -> FrameView:
+        """One webcam frame [H, W, 3] -> what the tab shows (``FrameView``): detection, tracking,
+        smoothing and scoring (``StreamAnalyzer``), calibration, drawing, bars."""
+        prompts = self.prompts  # one snapshot: another event may replace it meanwhile
+        rgb = to_rgb(frame)
+        if self.app.rec is None:
+            faces = self.tracker.update(rgb)
+            image = draw(rgb, faces, ["face"] * len(faces), [GREY] * len(faces))
+            return self.view(image, message_html(NO_MODEL) if faces else message_html("No face in view."))
+        faces = self.stream.update(rgb, prompts, smoothing)
+        self.frame_faces = faces
+        selected = self.selected_index(faces)
+        self.neutral.add(faces[selected].embedding if faces else None, time.monotonic())
+        self.remember([f.embedding for f in faces])
+        if not faces:
+            return self.view(rgb, message_html("No face in view."))
+        s = self.scored(faces, prompts, relative)
+        texts = [label_text(prompts.classes, k, v) for k, v in zip(s.labels, s.values)]
+        image = draw(rgb, faces, texts, [class_colour(int(k)) for k in s.labels], selected)
+        title = f"Face {selected + 1} of {len(faces)}" + (" (largest)" if self.selected_track is None else "")
+        bars = bars_html(title, texts[selected], prompts.classes, s.columns, selected, int(s.labels[selected]), s.note)
+        return self.view(image, bars, texts)
+
+    def view(self, image, bars: str, labels=()) -> FrameView:
+        status = self.neutral.message
+        changed, self.shown_status = status != self.shown_status, status
+        return FrameView(image, bars, status, changed, list(labels))
+
+    def selected_index(self, faces: list):
+        """Index of the face the user clicked (while it is tracked), else of the largest face."""
+        for i, face in enumerate(faces):
+            if face.track_id == self.selected_track:
+                return i
+        self.selected_track = None
+        return int(np.argmax([f.area for f in faces])) if faces else None
+
+    def select_at(self, x: float, y: float) -> None:
+        """Select the smallest face whose box contains the point (x, y); elsewhere: back to largest."""
+        hits = [f for f in self.frame_faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
+        self.selected_track = min(hits, key=lambda f: f.area).track_id if hits else None
+
+    def record_neutral(self) -> str:
+        """The button: start a recording; its status then follows the stream's frames."""
+        if self.app.rec is None:
+            return NO_MODEL
+        self.neutral.start()
+        self.shown_status = self.neutral.message
+        return self.shown_status
+
+    def remember(self, embeddings: list) -> None:
+        if len(embeddings):
+            with self.lock:
+                self.history.extend(embeddings)
+            self.version += 1
+
+    # ---- photos -------------------------------------------------------------------------------
+    def add_photos(self, paths: list) -> list[str]:
+        """Read, detect and score uploads; one message per unreadable file (its name only)."""
+        messages = self.album.add(paths, self.prompts)
+        self.remember(self.album.embeddings())
+        return messages
+
+    def score_whole_images(self) -> None:
+        before = len(self.album.embeddings())
+        self.album.score_whole_images(self.prompts)
+        self.remember(self.album.embeddings()[before:])
+
+    # ---- prompts ------------------------------------------------------------------------------
+    def set_prompts(self, template: str, classes_text: str) -> str:
+        """Validate and apply edited prompts; returns a message (an error starts with 'Error')."""
+        if self.app.rec is None:
+            return "Error: no model is loaded, so there are no prompts to edit."
+        template = (template or "").strip()
+        classes = list(dict.fromkeys(c.strip() for c in (classes_text or "").replace(",", "\n").splitlines()
+                                     if c.strip()))
+        if PLACEHOLDER not in template:
+            return f"Error: the template must contain {PLACEHOLDER}, where the class name goes."
+        if not classes:
+            return "Error: give at least one class name."
+        try:
+            self.prompts = self.app.encode(template, classes)
+        except ValueError as err:
+            return f"Error: {err}"
+        self.album.rescore(self.prompts)
+        self.version += 1
+        return f"Applied: {len(classes)} classes, template “{html.escape(template)}”."
+
+    def reset_prompts(self) -> None:
+        self.prompts = self.app.default_prompts
+        self.album.rescore(self.prompts)
+        self.version += 1
+
+    # ---- embedding map ------------------------------------------------------------------------
+    def plot(self):
+        """The embedding map as a matplotlib Figure, or None when nothing changed since the last one."""
+        prompts = self.prompts
+        if self.version == self.plotted or prompts is None:
+            return None
+        self.plotted = self.version
+        with self.lock:
+            embeddings = np.array(self.history, dtype=np.float32).reshape(-1, prompts.anchors.shape[1])
+        predicted = self.app.rec.score(embeddings, prompts)[1].argmax(axis=1) if len(embeddings) else None
+        return embedding_map(embeddings, prompts.anchors, prompts.classes, predicted)
