@@ -44,6 +44,11 @@ class Prompts:
     def is_classifier(self) -> bool:
         return self.head is not None
 
+    @property
+    def zero_shot(self) -> tuple:
+        """The class names outside ``trained`` (none when ``trained`` is empty: unknown)."""
+        return tuple(c for c in self.classes if self.trained and c not in self.trained)
+
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """L2-normalise along the last axis (zero vectors stay zero)."""
@@ -68,3 +73,60 @@ def score(features: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarra
         cos = similarity(f, anchors)
         probs = logits(f, anchors, head).softmax(-1)
     return cos.numpy(), probs.numpy()
+
+
+CLOSE = 0.9   # a zero-shot anchor at least this close to a trained one: the two are barely told apart
+MOVED = 0.9   # trained classes' mean cosine to their trained anchors below this: the wording moved them
+
+
+@dataclass(frozen=True)
+class AnchorRow:
+    """One class of edited prompts against the trained anchors. ``own``: cosine to its own trained
+    anchor (None for a zero-shot class); ``nearest``/``nearest_cos``: the closest trained class
+    other than itself (None when there is none)."""
+
+    name: str
+    trained: bool
+    own: float | None
+    nearest: str | None
+    nearest_cos: float | None
+    warning: str = ""
+
+
+@dataclass(frozen=True)
+class AnchorReport:
+    """``rows``: one ``AnchorRow`` per class of the edited prompts; ``warnings``: short sentences."""
+
+    rows: tuple
+    warnings: tuple
+
+
+def anchor_report(prompts: Prompts, trained: Prompts) -> AnchorReport:
+    """How far edited anchors [K, d] sit from the trained ones [K0, d] (both L2-normalised).
+
+    Warns when a zero-shot class's nearest trained class is at cosine >= ``CLOSE`` (0.9; the
+    MiniLM anchors of the 8 FER+ classes sit 0.72-0.87 apart, so 0.9 is closer than any two
+    trained classes), and when the trained classes' mean cosine to their trained anchors is below
+    ``MOVED`` (0.9: the template rephrased them far from the wording the model was trained on).
+    """
+    cos = prompts.anchors @ trained.anchors.T                 # [K, K0]
+    index = {c: j for j, c in enumerate(trained.classes)}
+    rows, own = [], []
+    for k, name in enumerate(prompts.classes):
+        j = index.get(name)
+        others = cos[k].copy()
+        if j is not None:
+            others[j] = -np.inf
+            own.append(float(cos[k, j]))
+        n = int(np.argmax(others)) if np.isfinite(others).any() else None
+        near = None if n is None else float(others[n])
+        warning = ""
+        if j is None and near is not None and near >= CLOSE:
+            warning = f"{name} ≈ {trained.classes[n]} (cosine {near:.2f}): the model will barely tell them apart."
+        rows.append(AnchorRow(name, j is not None, None if j is None else own[-1],
+                              None if n is None else trained.classes[n], near, warning))
+    warnings = [r.warning for r in rows if r.warning]
+    if own and np.mean(own) < MOVED:
+        warnings.append(f"The trained classes moved (mean cosine {np.mean(own):.2f} to their trained anchors): the "
+                        f"model was trained on “{trained.template}”; accuracy may drop.")
+    return AnchorReport(tuple(rows), tuple(warnings))
