@@ -23,7 +23,7 @@ from kefer.app.handlers import Handlers
 from kefer.app.map import EMPTY, TITLE, embedding_map
 from kefer.app.render import TILE
 from kefer.calibration import NeutralCalibration
-from kefer.scoring import l2_normalise
+from kefer.scoring import anchor_report, l2_normalise
 from test_faces import GREY, ferplus_faces, paste, real_faces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,6 +173,39 @@ def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
 def test_reencoding_the_checkpoint_prompts_reproduces_its_anchors(app):
     again = app.encode(app.rec.template, app.rec.classes)
     np.testing.assert_allclose(again.anchors, app.default_prompts.anchors, atol=1e-5)
+
+
+def test_the_anchor_report_tells_trained_from_zero_shot_classes_with_the_real_text_encoder(app):
+    """Issue item 4: how far edited anchors sit from the trained ones."""
+    own = app.default_prompts
+    same = anchor_report(app.encode(own.template, list(own.classes)), own)
+    assert all(r.trained and abs(r.own - 1.0) < 1e-5 and r.nearest not in (None, r.name) for r in same.rows)
+    assert same.warnings == ()
+    edited = app.encode(own.template, [*own.classes, "confusion", "joy"])
+    rows = {r.name: r for r in anchor_report(edited, own).rows}
+    assert not rows["confusion"].trained and rows["confusion"].own is None
+    assert rows["confusion"].nearest in own.classes and 0 < rows["confusion"].nearest_cos < 1
+    assert rows["joy"].nearest == "happiness" and "joy ≈ happiness" in rows["joy"].warning
+    rephrased = anchor_report(app.encode("[CLS]", list(own.classes)), own)
+    assert any("accuracy may drop" in w for w in rephrased.warnings)
+
+
+def test_apply_shows_the_anchor_report_and_the_bars_tag_zero_shot_classes(app, frames, tmp_path):
+    Image.fromarray(frames["one"]).save(tmp_path / "one.png")
+    handlers, session = Handlers(app), Session(app)
+    handlers.analyse_photos([tmp_path / "one.png"], session)
+    template, classes = app.rec.template, "\n".join([*app.rec.classes, "confusion"])
+    message, report, gallery, bars, *_ = handlers.reprompt(template, classes, session)
+    assert message.startswith("Applied") and "data-class='confusion' data-trained='0'" in report
+    assert "data-class='happiness' data-trained='1'" in report and "zero-shot" in report
+    assert zero_shot_tagged(bars) == zero_shot_tagged(session.process_frame(frames["one"]).bars) == ["confusion"]
+    _, _, message, report, _, bars, *_ = handlers.reset(session)
+    assert report == "" and zero_shot_tagged(bars) == zero_shot_tagged(session.process_frame(frames["one"]).bars) == []
+
+
+def zero_shot_tagged(bars: str) -> list[str]:
+    """The classes whose bars row carries the italic zero-shot tag."""
+    return re.findall(r"data-class='([^']+)'[^>]*><td>[^<]*<i class='kefer-zero-shot'", bars)
 
 
 def test_the_text_encoder_loads_in_the_background_when_the_app_starts(checkpoint):

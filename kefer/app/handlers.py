@@ -90,22 +90,23 @@ class Handlers:
 
     @safely
     def reprompt(self, template: str, classes: str, session: Session, request: gr.Request = None):
-        """New prompts for this tab: -> (message, gallery, bars, table, faces as JSON, session)."""
+        """New prompts for this tab: -> (message, anchor report, gallery, bars, table, faces as JSON, session)."""
         self.app.register(session_key(request), session)
         message = session.set_prompts(template, classes)
         _, _, gallery, bars, table, rows, _ = self.photo_outputs(session, [])
-        return message, gallery, bars, table, rows, session
+        return message, session.report_html(), gallery, bars, table, rows, session
 
     @safely
     def reset(self, session: Session):
-        """Back to the checkpoint's prompts: -> (template, classes, message, gallery, bars, table, JSON, session)."""
+        """Back to the checkpoint's prompts: -> (template, classes, message, anchor report, gallery, bars, table,
+        JSON, session)."""
         if self.app.rec is None:
-            return (gr.skip(),) * 2 + (NO_MODEL,) + (gr.skip(),) * 4 + (session,)
+            return (gr.skip(),) * 2 + (NO_MODEL,) + (gr.skip(),) * 5 + (session,)
         session.reset_prompts()
         prompts = self.app.default_prompts
         _, _, gallery, bars, table, rows, _ = self.photo_outputs(session, [])
         return (prompts.template, "\n".join(prompts.classes), "Prompts reset to the checkpoint's own.",
-                gallery, bars, table, rows, session)
+                session.report_html(), gallery, bars, table, rows, session)
 
     @safely
     def on_tick(self, session: Session):

@@ -92,8 +92,9 @@ def prompts_panel(app: App) -> SimpleNamespace:
             reset = gr.Button("Reset", elem_id="reset")
         text_status = gr.Markdown(app.text_status, elem_id="text-status")
         message = gr.Markdown(elem_id="prompt-message")
+        report = gr.HTML(elem_id="anchor-report")   # after Apply: how far the anchors sit from the trained ones
     return SimpleNamespace(plot=plot, paper=paper, template=template, classes=classes, apply=apply, reset=reset,
-                           text_status=text_status, message=message)
+                           text_status=text_status, message=message, report=report)
 
 
 def wire(demo: gr.Blocks, h: Handlers, state, cam, photos, side, timer) -> None:
@@ -110,9 +111,9 @@ def wire(demo: gr.Blocks, h: Handlers, state, cam, photos, side, timer) -> None:
     photos.gallery.select(h.on_photo_select, [state], [photos.bars], show_progress="hidden", **PRIVATE)
     side.paper.input(lambda t: t, [side.paper], [side.template], **PRIVATE)
     rescored = [photos.gallery, photos.bars, photos.table, photos.json, state]
-    side.apply.click(h.reprompt, [side.template, side.classes, state], [side.message, *rescored],
+    side.apply.click(h.reprompt, [side.template, side.classes, state], [side.message, side.report, *rescored],
                      api_name="reprompt")
-    side.reset.click(h.reset, [state], [side.template, side.classes, side.message, *rescored], api_name="reset")
+    side.reset.click(h.reset, [state], [side.template, side.classes, side.message, side.report, *rescored], api_name="reset")
     timer.tick(h.on_tick, [state], [side.plot, side.text_status], show_progress="hidden", **PRIVATE)
     demo.unload(h.on_unload)
 

@@ -129,8 +129,9 @@ class PhotoAlbum:
             return message_html(NO_MODEL)
         columns = [("cosine", face.cosines[None], False), ("probability", face.probabilities[None], True)]
         note = WHOLE_WARNING.format(p=face.confidence) if unreliable(face) else ""
+        zero_shot = photo.prompts.zero_shot if photo.prompts else ()
         return bars_html(face_title(photo, i), label_text(face.classes, face.index, face.confidence),
-                         face.classes, columns, 0, face.index, note)
+                         face.classes, columns, 0, face.index, note, zero_shot)
 
     def rows(self) -> list[dict]:
         """Plain values per face (the table, and the API's JSON): photo, face number, box in original

@@ -12,6 +12,7 @@ from ..faces import class_colour
 NO_MODEL = "No model is loaded: faces are found but not scored. Start the app with --checkpoint PATH."
 TILE = 160   # side of a face tile in the Photos gallery, pixels
 GREY = (160, 160, 160)
+ZERO_SHOT_TAG = " <i class='kefer-zero-shot' style='opacity:0.7'>zero-shot</i>"
 
 
 def label_text(classes, index: int, value: float) -> str:
@@ -24,12 +25,13 @@ def message_html(message: str, note: str = "") -> str:
     return f"<div class='kefer-message'><p>{html.escape(message)}</p>{extra}</div>"
 
 
-def bars_html(title: str, label: str, classes, columns: list, row: int, top: int, note: str = "") -> str:
+def bars_html(title: str, label: str, classes, columns: list, row: int, top: int, note: str = "",
+              zero_shot=()) -> str:
     """A table with one bar per class and column for face ``row``; ``label`` (``label_text``) heads it.
 
     columns: (header, values [N, K], is_probability). Probability bars are to scale (0..1);
     similarity bars stretch from this face's lowest to its highest value so that small differences
-    show, and the numbers give the true values."""
+    show, and the numbers give the true values. Classes in ``zero_shot`` get an italic tag."""
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h, _, _ in columns)
     widths = [bar_widths(values[row], is_probability) for _, values, is_probability in columns]
     lines = []
@@ -42,12 +44,31 @@ def bars_html(title: str, label: str, classes, columns: list, row: int, top: int
             for (_, values, _), width in zip(columns, widths))
         weight = "bold" if k == top else "normal"
         lines.append(f"<tr class='kefer-row' data-class='{html.escape(name)}' style='font-weight:{weight}'>"
-                     f"<td>{html.escape(name)}</td>{cells}</tr>")
+                     f"<td>{html.escape(name)}{ZERO_SHOT_TAG if name in zero_shot else ''}</td>{cells}</tr>")
     extra = f"<p class='kefer-note' style='opacity:0.8;font-size:0.9em'>{html.escape(note)}</p>" if note else ""
     return (f"<div class='kefer-bars'><p><b>{html.escape(title)}</b>: "
             f"<span class='kefer-label'>{html.escape(label)}</span></p>{extra}"
             f"<table style='width:100%'><tr><th style='text-align:left'>class</th>{head}</tr>"
             f"{''.join(lines)}</table></div>")
+
+
+def anchor_report_html(report) -> str:
+    """The prompt editor's table (a ``kefer.scoring.AnchorReport``): per class trained or zero-shot,
+    its nearest other trained class with the cosine, and its cosine to its own trained anchor."""
+    if report is None:
+        return ""
+    lines = []
+    for r in report.rows:
+        badge = "trained" if r.trained else "<i>zero-shot</i>"
+        nearest = "–" if r.nearest is None else f"{html.escape(r.nearest)} {r.nearest_cos:.2f}"
+        own = "–" if r.own is None else f"{r.own:.2f}"
+        lines.append(f"<tr class='kefer-anchor' data-class='{html.escape(r.name)}' data-trained='{int(r.trained)}'>"
+                     f"<td>{html.escape(r.name)}</td><td>{badge}</td><td>{nearest}</td><td>{own}</td></tr>")
+    warnings = "".join(f"<p class='kefer-warning'>⚠ {html.escape(w)}</p>" for w in report.warnings)
+    return (f"<div class='kefer-anchors'>{warnings}<table style='width:100%;font-size:0.9em'><tr>"
+            f"<th style='text-align:left'>class</th><th style='text-align:left'>kind</th>"
+            f"<th style='text-align:left'>nearest trained class, cosine</th>"
+            f"<th style='text-align:left'>cosine to its trained anchor</th></tr>{''.join(lines)}</table></div>")
 
 
 def bar_widths(values: np.ndarray, is_probability: bool) -> np.ndarray:

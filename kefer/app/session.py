@@ -20,11 +20,11 @@ import numpy as np
 from ..analysis import ImageAnalyzer, StreamAnalyzer
 from ..calibration import NeutralCalibration
 from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
-from ..scoring import Prompts
+from ..scoring import Prompts, anchor_report
 from ..text import PLACEHOLDER
 from .map import embedding_map
 from .photos import PhotoAlbum
-from .render import GREY, NO_MODEL, bars_html, label_text, message_html
+from .render import GREY, NO_MODEL, anchor_report_html, bars_html, label_text, message_html
 
 HISTORY = 150          # face embeddings kept per session for the embedding map
 
@@ -153,6 +153,7 @@ class Session:
         self.plotted = -1
         self.album = PhotoAlbum(app)
         self.text_status_shown = ""
+        self.report = None   # kefer.scoring.AnchorReport of the applied prompts (None: the checkpoint's own)
 
     def __deepcopy__(self, memo):
         return self   # gradio deep-copies a new tab's state value: each tab gets its own from the factory
@@ -208,7 +209,8 @@ class Session:
         texts = [label_text(prompts.classes, k, v) for k, v in zip(s.labels, s.values)]
         image = draw(rgb, faces, texts, [class_colour(int(k)) for k in s.labels], selected)
         title = f"Face {selected + 1} of {len(faces)}" + (" (largest)" if self.selected_track is None else "")
-        bars = bars_html(title, texts[selected], prompts.classes, s.columns, selected, int(s.labels[selected]), s.note)
+        bars = bars_html(title, texts[selected], prompts.classes, s.columns, selected, int(s.labels[selected]), s.note,
+                         prompts.zero_shot)
         return self.view(image, bars, texts)
 
     def view(self, image, bars: str, labels=()) -> FrameView:
@@ -271,14 +273,20 @@ class Session:
             self.prompts = self.app.encode(template, classes)
         except ValueError as err:
             return f"Error: {err}"
+        self.report = anchor_report(self.prompts, self.app.default_prompts)
         self.album.rescore(self.prompts)
         self.version += 1
         return f"Applied: {len(classes)} classes, template “{html.escape(template)}”."
 
     def reset_prompts(self) -> None:
         self.prompts = self.app.default_prompts
+        self.report = None
         self.album.rescore(self.prompts)
         self.version += 1
+
+    def report_html(self) -> str:
+        """The anchor report of the applied prompts as HTML ('' before an Apply and after Reset)."""
+        return anchor_report_html(self.report)
 
     # ---- embedding map ------------------------------------------------------------------------
     def plot(self):
