@@ -206,6 +206,11 @@ def test_photo_tiles_prompt_editing_and_errors(server, browser, faces, tmp_path)
     page.locator('#photo-bars [data-class="confused"]').wait_for(timeout=TIMEOUT_MS)
     assert bars.inner_text() != before
     assert page.locator("#photo-bars .kefer-row").count() == 3
+    # the anchor report says which classes are zero-shot; the bars tag them
+    page.locator('#anchor-report [data-class="confused"][data-trained="0"]').wait_for(timeout=TIMEOUT_MS)
+    assert page.locator('#anchor-report [data-trained="1"]').count() == 2
+    assert page.locator('#photo-bars [data-class="confused"] .kefer-zero-shot').count() == 1
+    assert page.locator("#photo-bars .kefer-zero-shot").count() == 1
 
     # an unreadable file is explained by its name, never a server path
     broken = tmp_path / "broken.png"
