@@ -1,9 +1,10 @@
 """The kefer demo app: python app.py [--checkpoint PATH] [--host 127.0.0.1] [--port 7860] [--device cpu] [--share]
 
 Webcam and photo upload, per-class similarity bars, a live embedding map, a prompt editor and
-neutral calibration (see kefer/app/). By default the webcam uses the fast model in assets/ and
-uploaded photos the accurate one, each photo averaged with its mirror image; --checkpoint uses one
-model for both. When no model is found it still starts, finds faces and says how to get one.
+neutral calibration (see kefer/app/). By default the webcam streams the accurate model quantised to
+int8 (assets/accurate-int8.onnx, ONNX Runtime) and uploaded photos use the accurate model itself
+(ONNX Runtime fp32 where installed, else torch), each photo averaged with its mirror image;
+--checkpoint uses one model for both. When no model is found it still starts, finds faces and says how to get one.
 """
 import argparse
 import os
@@ -21,7 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="kefer demo app (Gradio)")
     parser.add_argument("--checkpoint", help="one model for webcam and photos: a .safetensors file, a run dir "
                                              "or an assets/ name")
-    parser.add_argument("--stream-model", default="fast", help="the webcam's model (default: assets/fast)")
+    parser.add_argument("--stream-model", default="accurate-int8",
+                        help="the webcam's model (default: assets/accurate-int8.onnx; 'fast' is the light one)")
     parser.add_argument("--photo-model", default="accurate", help="the photos' model (default: assets/accurate)")
     parser.add_argument("--no-photo-flip", dest="photo_flip", action="store_false",
                         help="score photos once, not averaged with their mirror image (half the cost)")
@@ -45,7 +47,7 @@ def main() -> None:
             sys.exit(f"error: {err}")
         print(f"[kefer] {err}\n[kefer] Starting without a model: faces are found but not scored.")
         demo = build_demo(None, note=str(err), device=args.device)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         sys.exit(f"error: {err}")
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="50mb")
 

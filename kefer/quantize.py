@@ -7,7 +7,7 @@ validation or test), after ONNX Runtime's pre-processing (shape inference, graph
 Every layer is quantised. The calibration rule (MinMax by default; Entropy, Percentile) is
 compared on the validation split only by
 
-    python -m kefer.quantize accurate --compare MinMax Percentile Entropy
+    python -m kefer.quantize accurate --compare MinMax Percentile Entropy --out calibration-val.jsonl
 
 and the chosen file is written, with its validation and test accuracy, by
 
@@ -114,10 +114,11 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a shipped model name, run dir or .safetensors checkpoint")
     p.add_argument("--compare", nargs="+", default=list(CALIBRATION_METHODS), choices=CALIBRATION_METHODS,
                    help="calibration rules to compare on the validation split")
+    p.add_argument("--out", required=True, help="write one JSON line per model to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for row in compare(args.model, args.compare):
-        print(json.dumps(row))
+    rows = compare(args.model, args.compare)
+    Path(args.out).write_text("".join(json.dumps(row) + "\n" for row in rows))
     return 0
 
 

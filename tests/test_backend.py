@@ -15,6 +15,7 @@ import kefer
 from kefer import backend as backends
 from kefer.export import export
 from kefer.quantize import quantize_model
+from kefer.recognizer import ASSETS
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,20 @@ def test_int8_quantisation_keeps_the_representation(ferplus_root, faces, tmp_pat
     assert (a * b).sum(1).mean() > 0.99
     agree = (ref.predict(faces).argmax(1) == rec.predict(faces).argmax(1)).mean()
     assert agree >= 0.9
+
+
+def test_shipped_int8_model_is_within_half_a_point_of_fp32_on_validation(ferplus_root):
+    """assets/accurate-int8.onnx: its header's validation accuracy is re-measured, and is within
+    0.5 points of the fp32 model's (both measured on their own files)."""
+    from kefer.engine import evaluate
+
+    if not (ASSETS / "accurate-int8.onnx").is_file():
+        pytest.skip("needs assets/accurate-int8.onnx")
+    rec = kefer.load("accurate-int8")
+    fp32 = kefer.load("accurate", backend="torch")
+    assert rec.backend.name == "onnxruntime int8" and rec.meta["quantization"]["calibration"] == "MinMax"
+    assert rec.meta["metrics"]["measured_on"] == "this file" and rec.classes == fp32.classes
+    np.testing.assert_allclose(rec.text_embeddings, fp32.text_embeddings, atol=1e-6)
+    out = evaluate(rec, "ferplus", ferplus_root, split="val")
+    assert out["n"] == 3191 and out["test_accuracy"] == pytest.approx(rec.meta["metrics"]["val_accuracy"], abs=1e-3)
+    assert rec.meta["metrics"]["val_accuracy"] >= fp32.meta["metrics"]["val_accuracy"] - 0.005

@@ -50,12 +50,13 @@ def faces(ferplus_root):
     return ferplus_faces(ferplus_root, 3)
 
 
-SHIPPED = all((ROOT / "assets" / f"{m}.safetensors").is_file() for m in ("fast", "accurate"))
+SHIPPED = all((ROOT / "assets" / m).is_file() for m in ("accurate-int8.onnx", "accurate.safetensors"))
 
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):  # noqa: F811
-    """`python app.py` (the shipped fast + accurate models, else --checkpoint ...) on a free port;
+    """`python app.py` (its defaults: the shipped accurate model, int8 for the webcam, else --checkpoint ...)
+    on a free port;
     yields its URL."""
     port = free_port()
     tmp = tmp_path_factory.mktemp("gradio")
@@ -168,7 +169,8 @@ def test_webcam_calibration_and_a_second_tab(server, browser):
         page.wait_for_timeout(3500)  # one more map tick
         page.screenshot(path=str(ROOT / os.environ["KEFER_SCREENSHOT"]), full_page=True)
     if SHIPPED:  # which model scores what is said on each tab
-        assert "fast" in page.locator("#cam-model").inner_text()
+        assert "accurate-int8" in page.locator("#cam-model").inner_text()
+        assert "onnxruntime int8" in page.locator("#cam-model").inner_text()
     context.close()
 
 
