@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import load_model, save_model
-from .engine import evaluate as measure
+from .train.evaluate import evaluate as measure
 from .recognizer import load, resolve_checkpoint
 
 
@@ -36,7 +36,7 @@ def export(run: str | Path, dest: str | Path, command: str | None = None, half: 
         cfg = meta["config"]
         rec = load(dest)
         val, test = (measure(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
-        meta["metrics"] = {"val_accuracy": val["test_accuracy"], "test_accuracy": test["test_accuracy"],
+        meta["metrics"] = {"val_accuracy": val["val_accuracy"], "test_accuracy": test["test_accuracy"],
                            "test_mean_accuracy": test["test_mean_accuracy"], "measured_on": "this file"}
         save_model(dest, state, meta, half=half)
     return dest

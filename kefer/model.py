@@ -99,35 +99,31 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
     ``pretrained=False`` builds the bare architecture (used when a checkpoint's weights replace it anyway).
     ``batchnorm`` ("auto", "frozen", "train") overrides a registry encoder's BatchNorm mode in training.
     """
-    from . import pretrained as registry
+    from .models import parse_encoder_name, registry
+    from .models.encoders import create_timm
 
     if batchnorm not in ("auto", "frozen", "train"):
         raise ValueError(f"batchnorm must be auto, frozen or train, not {batchnorm!r}")
-    if batchnorm != "auto" and name not in registry.list_encoders():
+    kind, model, tag = parse_encoder_name(name)
+    if batchnorm != "auto" and kind != "registry":
         raise ValueError(f"batchnorm={batchnorm!r} applies to kefer's pretrained encoders "
                          f"({registry.list_encoders()}), not {name!r}.")
 
-    if name.startswith("clip:") and "/" in name:
-        model_name, tag = name[len("clip:"):].split("/", 1)
-        return CLIPImageEncoder(model_name, None if tag == "random" or not pretrained else tag, img_size)
-    if name.startswith("timm:"):
-        if pretrained:
-            return timm_pretrained(name[len("timm:"):], img_size, **kwargs)
-        name = name[len("timm:"):].split(".")[0]
-    if name in registry.list_encoders():
+    if kind == "clip":
+        return CLIPImageEncoder(model, None if tag == "random" or not pretrained else tag, img_size)
+    if kind == "timm-hub" and pretrained:
+        return timm_pretrained(model if tag is None else f"{model}.{tag}", img_size, **kwargs)
+    if kind == "registry":
         return registry.create_encoder(name, img_size=img_size, weights=weights if pretrained else None,
                                        pretrained=pretrained,
                                        frozen_bn=None if batchnorm == "auto" else batchnorm == "frozen")
-    if name not in timm.list_models():
+    if model not in timm.list_models():
         raise ValueError(
             f"Unknown encoder {name!r}: not a kefer pretrained encoder ({registry.list_encoders()}) "
             f"nor a timm model (see timm.list_models(), e.g. resnet18, swin_tiny_patch4_window7_224, "
             f"vit_base_patch16_224), 'timm:<model>.<tag>' or 'clip:<model>/<tag|file|random>'."
         )
-    try:
-        encoder = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size, **kwargs)
-    except TypeError:  # CNNs take any input size and have no img_size argument
-        encoder = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    encoder = create_timm(model, img_size, **kwargs)
     encoder.mean, encoder.std = IMAGENET_MEAN, IMAGENET_STD
     if weights and pretrained:
         load_encoder_weights(encoder, weights)

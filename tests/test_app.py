@@ -23,7 +23,7 @@ def write_untrained_checkpoint(path: Path) -> None:
     with the encoder left at its random initialisation: the app's tests need a model, not a good one."""
     from kefer.checkpoint import save_model
     from kefer.config import preset
-    from kefer.engine import checkpoint_meta
+    from kefer.train.fit import checkpoint_meta
     from kefer.model import KEFERModel, build_encoder
     from kefer.text import encode_classes, load_text_encoder
 

@@ -4,6 +4,29 @@ import timm
 import torch
 
 from kefer.model import KEFERModel, build_encoder, load_encoder_weights
+from kefer.models import parse_encoder_name
+
+
+@pytest.mark.parametrize("name, parsed", [
+    ("clip:ViT-B-16/openai", ("clip", "ViT-B-16", "openai")),
+    ("clip:ViT-B-32/random", ("clip", "ViT-B-32", "random")),
+    ("clip:ViT-B-16//data/w.pt", ("clip", "ViT-B-16", "/data/w.pt")),
+    ("timm:resnet18.a1_in1k", ("timm-hub", "resnet18", "a1_in1k")),
+    ("timm:vit_base_patch16_224.augreg2_in21k_ft_in1k", ("timm-hub", "vit_base_patch16_224", "augreg2_in21k_ft_in1k")),
+    ("timm:resnet18", ("timm-hub", "resnet18", None)),
+    ("facenet-casia", ("registry", "facenet-casia", None)),
+    ("msceleb-swin-t", ("registry", "msceleb-swin-t", None)),
+    ("resnet18", ("timm", "resnet18", None)),
+    ("swin_tiny_patch4_window7_224", ("timm", "swin_tiny_patch4_window7_224", None)),
+])
+def test_parse_encoder_name(name, parsed):
+    assert parse_encoder_name(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["clip:ViT-B-16", "clip:/openai", "clip:ViT-B-16/"])
+def test_a_clip_name_needs_model_and_tag(name):
+    with pytest.raises(ValueError, match=r"clip:<model>/<tag\|file\|random>"):
+        parse_encoder_name(name)
 
 
 def test_unknown_encoder_is_a_clear_error():
@@ -61,7 +84,10 @@ def test_clip_image_tower_encoder():
 
 
 def test_timm_published_weights_fail_clearly_offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import: the test sets the constant it reads."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError, match="--encoder-weights"):
         build_encoder("timm:resnet18.a1_in1k", 64)
     bare = build_encoder("timm:resnet18.a1_in1k", 64, pretrained=False)  # as a checkpoint rebuilds it

@@ -34,10 +34,33 @@ def test_clip_without_weights_fails_clearly_never_random():
         load_text_encoder("clip:ViT-B-16//nonexistent/weights.pt")
 
 
-def test_auto_falls_back_to_minilm_offline(capsys):
-    encoder = load_text_encoder("auto")
-    assert encoder.id == "minilm"
-    assert "minilm" in capsys.readouterr().out
+@pytest.mark.parametrize("on_disk, chosen", [(False, "minilm"), (True, "clip:ViT-B-16/openai")])
+def test_auto_picks_clip_only_where_its_weights_are_on_disk(on_disk, chosen, monkeypatch, caplog):
+    """Whatever this machine's Hugging Face cache holds: 'auto' asks clip_weights_on_disk and follows it."""
+    import kefer.text as text
+
+    asked = []
+    monkeypatch.setattr(text, "clip_weights_on_disk", lambda model, tag: asked.append((model, tag)) or on_disk)
+    monkeypatch.setattr(text, "CLIPTextEncoder", lambda model, tag: type("Stub", (), {"id": f"clip:{model}/{tag}"})())
+    monkeypatch.setattr(text, "MiniLMTextEncoder", type("Stub", (), {"id": "minilm"}))
+    with caplog.at_level("INFO", logger="kefer"):
+        encoder = load_text_encoder("auto")
+    assert asked == [("ViT-B-16", "openai")] and encoder.id == chosen
+    assert f"'auto' -> {chosen}" in caplog.text
+
+
+def test_clip_weights_on_disk_reads_the_hugging_face_cache(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    import kefer.text as text
+
+    looked_up = []
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, f: looked_up.append(repo) or (str(tmp_path / f) if f.endswith(".bin") else None))
+    assert text.clip_weights_on_disk("ViT-B-16", "openai") and looked_up[0].startswith("timm/")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, f: None)
+    assert not text.clip_weights_on_disk("ViT-B-16", "openai")
+    assert text.clip_weights_on_disk("ViT-B-16", str(tmp_path))   # a weights path that exists
 
 
 @pytest.fixture(scope="module")

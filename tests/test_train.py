@@ -127,7 +127,7 @@ def test_shipped_accurate_model_scores_what_its_header_says(ferplus_root):
     """The FER+ test accuracy stored in assets/accurate.safetensors (and quoted in the docs) is re-measured."""
     if not (ASSETS / "accurate.safetensors").exists():
         pytest.skip("needs assets/accurate.safetensors")
-    from kefer.engine import evaluate
+    from kefer.train.evaluate import evaluate
 
     rec = kefer.load()
     assert rec.meta["metrics"]["measured_on"] == "this file"
@@ -137,7 +137,7 @@ def test_shipped_accurate_model_scores_what_its_header_says(ferplus_root):
 
 def test_time_budget_cuts_epochs_after_warmup():
     from kefer.config import preset
-    from kefer.engine import fit_to_budget
+    from kefer.train.schedule import fit_to_budget
 
     cfg = preset("cpu", epochs=40, time_budget=10)  # 10 minutes; 60 s spent on the warm-up epoch
     assert fit_to_budget(cfg, epoch_seconds=60, spent_seconds=60).epochs == 1 + 8  # 540 s - 60 s left
@@ -176,7 +176,7 @@ def test_init_from_a_shipped_model_starts_where_it_ended(ferplus_root, tmp_path)
 def test_init_refuses_a_checkpoint_of_another_model(run):
     import torch
     from kefer.config import Config
-    from kefer.engine import init_from_checkpoint
+    from kefer.train.fit import init_from_checkpoint
     from kefer.model import KEFERModel, build_encoder
 
     rec = kefer.load(run)
@@ -198,7 +198,7 @@ def test_init_fine_tunes_a_cnn_at_another_input_size(run, capsys):
     """A CNN's weights fit any input size: --init at 96 px from a 64 px run loads them and says so."""
     import torch
     from kefer.config import Config
-    from kefer.engine import init_from_checkpoint
+    from kefer.train.fit import init_from_checkpoint
     from kefer.model import KEFERModel, build_encoder
 
     rec = kefer.load(run)
