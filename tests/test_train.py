@@ -367,3 +367,34 @@ def test_export_can_measure_the_written_file(run, tmp_path):
     assert metrics["measured_on"] == "this file"
     assert metrics["test_accuracy"] == pytest.approx(own["test_accuracy"], abs=0.01)
     assert metrics["val_accuracy"] == pytest.approx(own["val_accuracy"], abs=0.01)
+
+
+def test_config_from_dict_refuses_unknown_keys():
+    from kefer.config import Config
+
+    assert Config.from_dict({"epochs": 3, "lr": 0.1}) == Config(epochs=3, lr=0.1)
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) \['epoch', 'lr_max'\]"):
+        Config.from_dict({"epoch": 3, "lr_max": 0.1})
+
+
+def test_train_flags_are_the_config_fields():
+    """Each flag is a Config field with flag metadata, typed by its annotation; unset flags override nothing."""
+    import argparse
+
+    from kefer.config import Config, add_flags, flag_overrides
+    from kefer.text import PAPER_TEMPLATES
+
+    p = argparse.ArgumentParser()
+    add_flags(p)
+    assert flag_overrides(p.parse_args([])) == {}
+    args = p.parse_args(["--img-size", "96", "--lr", "0.1", "--no-amp", "--compile", "--classes", "neutral, anger",
+                         "--lambdas", "t=0.5,sc=2", "--template", "paper", "--time-budget", "7", "--labels", "votes"])
+    assert flag_overrides(args) == {"img_size": 96, "lr": 0.1, "amp": False, "compile": True,
+                                    "classes": ["neutral", "anger"], "lambdas": {"t": 0.5, "sc": 2.0},
+                                    "templates": PAPER_TEMPLATES, "time_budget": 7.0, "labels": "votes"}
+    assert flag_overrides(p.parse_args(["--template", "A [CLS] face.", "--template", "[CLS]!"]))["templates"] == [
+        "A [CLS] face.", "[CLS]!"]
+    with pytest.raises(SystemExit):
+        p.parse_args(["--balance", "smote"])
+    flags = {a.dest for a in p._actions if a.dest != "help"}
+    assert flags <= {f for f in Config.__dataclass_fields__} and "momentum" not in flags

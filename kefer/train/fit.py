@@ -158,6 +158,28 @@ class Run:
         })
 
 
+def datasets(cfg: Config, mean: tuple, std: tuple):
+    """(train set, augmented; val set) of ``cfg``, normalised with the encoder's ``mean``/``std``."""
+    train_set = build_dataset(cfg.dataset, cfg.data_root, "train",
+                              train_transform(cfg.img_size, mean, std, cfg.rotation),
+                              classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed,
+                              labels=cfg.labels)
+    val_set = build_dataset(cfg.dataset, cfg.data_root, "val", eval_transform(cfg.img_size, mean, std),
+                            classes=train_set.classes)
+    return train_set, val_set
+
+
+def class_text(cfg: Config, loss_cfg: LossConfig, classes: list[str], state: dict | None):
+    """(class text embeddings [K, d], text encoder id, prompts [K][T]); all None for the
+    classifier baseline; from ``state`` when resuming."""
+    if "classifier" in loss_cfg.terms:
+        return None, None, None
+    if state is not None:
+        return state["model"]["text"], state["text_encoder"], state["prompts"]
+    text, prompts, text_id = class_embeddings(cfg.text_encoder, classes, cfg.templates)
+    return text, text_id, prompts
+
+
 def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None) -> Run:
     """Data, model, optimiser and schedule of a run; from ``state`` (last.pt) when resuming."""
     seed_everything(cfg.seed + dist.rank())
@@ -166,23 +188,12 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
         check_template(template)
     encoder = build_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
                             **cfg.encoder_kwargs)
-    mean, std = encoder.mean, encoder.std
-    train_set = build_dataset(cfg.dataset, cfg.data_root, "train",
-                              train_transform(cfg.img_size, mean, std, cfg.rotation),
-                              classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed,
-                              labels=cfg.labels)
+    train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
-    val_set = build_dataset(cfg.dataset, cfg.data_root, "val", eval_transform(cfg.img_size, mean, std), classes=classes)
     nu = classes.index("neutral") if "neutral" in classes else None
     if loss_cfg.needs_neutral and nu is None:
         raise ValueError(f"Losses {cfg.losses!r} need a 'neutral' class; {cfg.dataset} has {classes}.")
-
-    if "classifier" in loss_cfg.terms:
-        text, text_id, prompts = None, None, None
-    elif state is not None:
-        text, text_id, prompts = state["model"]["text"], state["text_encoder"], state["prompts"]
-    else:
-        text, prompts, text_id = class_embeddings(cfg.text_encoder, classes, cfg.templates)
+    text, text_id, prompts = class_text(cfg, loss_cfg, classes, state)
     model = KEFERModel(encoder, len(classes), text)
     if cfg.init and state is None:
         init_from_checkpoint(model, cfg, text_id)
