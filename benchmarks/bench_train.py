@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kefer.config import preset  # noqa: E402
 from kefer.data import build_dataset  # noqa: E402
 from kefer.data.transforms import eval_transform, train_transform  # noqa: E402
-from kefer.engine import infer, make_loader, resolve_device, to_device, autocast  # noqa: E402
-from kefer.losses import LossConfig, total_loss  # noqa: E402
-from kefer.model import KEFERModel, build_encoder  # noqa: E402
+from kefer.losses import LossConfig  # noqa: E402
+from kefer.model import KEFERModel, create_visual_encoder  # noqa: E402
+from kefer.train.distributed import resolve_device  # noqa: E402
+from kefer.train.loop import infer, make_loader, train_step  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
     overrides = {"encoder": args.encoder, "img_size": args.img_size, "batch_size": args.batch_size}
     cfg = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
-    encoder = build_encoder(cfg.encoder, cfg.img_size, **cfg.encoder_kwargs)
+    encoder = create_visual_encoder(cfg.encoder, cfg.img_size, **cfg.encoder_kwargs)
     if cfg.compile:
         encoder.compile()
     n = cfg.batch_size * (args.steps + 2)
@@ -46,18 +47,13 @@ def main() -> None:
     text = torch.nn.functional.normalize(torch.randn(8, 384), dim=-1)
     model = KEFERModel(encoder, 8, text).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(enabled=False)
     loss_cfg = LossConfig(cfg.loss_terms)
     times = []
     model.train()
     t = time.perf_counter()
     for i, (x, y) in enumerate(make_loader(data, cfg.batch_size, True, device, cfg.workers)):
-        x, y = to_device(x, device), y.to(device)
-        with autocast(device, cfg.amp):
-            f = model(x)
-        loss, _ = total_loss(loss_cfg, f.float(), model.text, y, 0, transform=model.transform)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, x, y, opt, scaler, loss_cfg, 0, device, cfg.amp)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 2:  # warm-up steps excluded

@@ -13,7 +13,6 @@ registry does with its conversions.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import _atomic
+from .io import atomic_write, cache_dir, sha256
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def export_onnx(model, meta: dict, dest: str | Path, source_sha256: str = "") ->
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
 
-    _atomic(dest, write)
+    atomic_write(dest, write)
     return dest
 
 
@@ -137,7 +136,7 @@ def update_onnx_meta(path: str | Path, meta: dict) -> None:
 
     proto = onnx.load(str(path))
     next(p for p in proto.metadata_props if p.key == "kefer").value = json.dumps(meta)
-    _atomic(Path(path), lambda tmp: onnx.save(proto, str(tmp)))
+    atomic_write(Path(path), lambda tmp: onnx.save(proto, str(tmp)))
 
 
 def read_onnx_meta(path: str | Path) -> tuple[dict, dict, dict]:
@@ -171,19 +170,9 @@ def read_onnx_meta(path: str | Path) -> tuple[dict, dict, dict]:
     return meta, tensors, props
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cached_onnx(checkpoint: str | Path, model, meta: dict) -> Path:
     """The fp32 ONNX export of a .safetensors checkpoint, written on first use into
     ``$KEFER_CACHE/onnx/<name>-<sha256[:16]>.onnx`` (a few seconds) and reused after."""
-    from .pretrained import cache_dir
-
     digest = sha256(checkpoint)
     dest = cache_dir() / "onnx" / f"{Path(checkpoint).stem}-{digest[:16]}-{ONNX_FORMAT}.onnx"
     if dest.is_file():

@@ -3,20 +3,15 @@ and the resumable training state. Both are written atomically (temp file, then r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .io import atomic_write
+
 FORMAT = "kefer-1"
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_model(path: str | Path, state: dict, meta: dict, half: bool = False) -> None:
@@ -31,7 +26,7 @@ def save_model(path: str | Path, state: dict, meta: dict, half: bool = False) ->
         for k, v in state.items()
     }
     header = {"format": FORMAT, "kefer": json.dumps(meta)}
-    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def load_model(path: str | Path) -> tuple[dict, dict]:
@@ -53,8 +48,9 @@ def load_model(path: str | Path) -> tuple[dict, dict]:
 
 def save_training_state(path: str | Path, state: dict) -> None:
     """Write the resumable state (model, optimiser, scheduler, epoch, history, ...) atomically."""
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(path: str | Path) -> dict:
+    """The state written by ``save_training_state``, on the CPU."""
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,53 +1,124 @@
-"""Run configuration as data: one dataclass, named presets, saved as JSON beside every run."""
+"""Run configuration as data: one dataclass, named presets, saved as JSON beside every run.
+
+The fields define train.py's flags: a field with ``flag(...)`` metadata is a flag named after it
+(``img_size`` -> ``--img-size``; a bool that defaults to True -> ``--no-<name>``), typed by its
+annotation (nanoGPT's rule: the config's own fields define the overrides).
+"""
 from __future__ import annotations
 
+import argparse
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Callable
 
-from .text import DEFAULT_TEMPLATE
+from .text import DEFAULT_TEMPLATE, PAPER_TEMPLATES
+
+
+def number_or_text(text: str) -> int | float | str:
+    """'3' -> 3, '0.2' -> 0.2, anything else stays text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_kv(text: str, value: Callable[[str], Any] = number_or_text) -> dict:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'} (each value through ``value``); ValueError on an item
+    that is not key=value."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not key=value.")
+        out[key.strip()] = value(raw.strip())
+    return out
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """'t=0.5,sc=2' -> {'t': 0.5, 'sc': 2.0}"""
+    return parse_kv(text, float)
+
+
+def parse_list(text: str) -> list[str]:
+    """'neutral, anger' -> ['neutral', 'anger']"""
+    return [c.strip() for c in text.split(",")]
+
+
+def flag(help: str | None = None, **argparse_kwargs) -> dict:
+    """Field metadata that makes the field a train.py flag; ``argparse_kwargs`` (``name``,
+    ``choices``, ``type``, ``action``, ``metavar``) refine what the annotation implies."""
+    return {"flag": {"help": help, **argparse_kwargs}}
+
+
+def _templates(values: list[str]) -> list[str]:
+    return PAPER_TEMPLATES if values == ["paper"] else values
 
 
 @dataclass
 class Config:
     # data
-    dataset: str = "ferplus"
-    data_root: str | None = None
-    classes: list[str] | None = None      # None: the dataset's own classes
-    max_train_samples: int | None = None
-    balance: str = "none"                 # "oversample": class-balanced sampling of training images
-    labels: str = "majority"              # "votes": FER+ training targets are the annotator vote distributions
+    dataset: str = field(default="ferplus", metadata=flag(
+        "ferplus, rafdb, affectnet7, affectnet8, ckplus-original (with :fold=k/n), folder; options after a "
+        "colon, e.g. rafdb:val=0.2,images=original"))
+    data_root: str | None = field(default=None, metadata=flag(
+        "default: $KEFER_DATA/<dataset>, else ../shared/data/<dataset>"))
+    classes: list[str] | None = field(default=None, metadata=flag(   # None: the dataset's own classes
+        "comma-separated class names to keep, in order", type=parse_list))
+    max_train_samples: int | None = field(default=None, metadata=flag())
+    balance: str = field(default="none", metadata=flag(
+        "oversample: draw training images class-balanced (the paper's AffectNet recipe)",
+        choices=["none", "oversample"]))
+    labels: str = field(default="majority", metadata=flag(
+        "FER+ training targets: majority labels (the paper) or the 10 annotators' vote distribution for the "
+        "cross-entropy term; validation and test stay majority-labelled", choices=["majority", "votes"]))
     # model
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
-    init: str | None = None               # start from a kefer checkpoint (file, run dir or shipped model name)
+    encoder: str = field(default="resnet18", metadata=flag(
+        "timm model name (resnet18, swin_tiny_patch4_window7_224, vit_base_patch16_224, ...), a kefer "
+        "pretrained encoder (facenet-casia, msceleb-resnet18, msceleb-swin-t, ...), timm:<model>.<tag> (timm's "
+        "published weights) or clip:<model>/<tag|file> (a CLIP image tower)"))
+    encoder_weights: str | None = field(default=None, metadata=flag("a state-dict file for the encoder"))
+    init: str | None = field(default=None, metadata=flag(
+        "start from the weights of a kefer checkpoint: a run dir, a .safetensors file or a shipped model "
+        "(e.g. accurate), to fine-tune it on your data"))
     encoder_kwargs: dict = field(default_factory=dict)
-    img_size: int = 224
-    batchnorm: str = "auto"               # kefer pretrained encoders: "auto" (the registry's), "frozen", "train"
+    img_size: int = field(default=224, metadata=flag())
+    batchnorm: str = field(default="auto", metadata=flag(
+        "BatchNorm of a kefer pretrained encoder while training: auto (frozen where the statistics were "
+        "folded, e.g. facenet-casia), frozen (eval mode), or train (batch statistics)",
+        choices=["auto", "frozen", "train"]))
     # knowledge
-    text_encoder: str = "auto"
-    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE])
+    text_encoder: str = field(default="auto", metadata=flag("auto, minilm, or clip:<model>/<tag|file|random>"))
+    templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE], metadata=flag(
+        "prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9",
+        name="template", action="append", then=_templates))
     # losses: a Table 2 row, e.g. "classifier", "ce", "ce,t", "ce,sc", "ce,t,sc", "ce,t,infonce"
-    losses: str = "ce,t,sc"
-    lambdas: dict = field(default_factory=dict)   # e.g. {"t": 0.5}; unnamed terms weigh 1
-    sc_form: str = "per-sample"
+    losses: str = field(default="ce,t,sc", metadata=flag("classifier | ce | ce,t | ce,sc | ce,t,sc | ce,t,infonce"))
+    lambdas: dict = field(default_factory=dict, metadata=flag(   # unnamed terms weigh 1
+        "loss weights, e.g. 'ce=1,t=1,sc=1'", type=parse_weights))
+    sc_form: str = field(default="per-sample", metadata=flag(choices=["per-sample", "pairwise"]))
     # optimisation (the paper's recipe)
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int = field(default=50, metadata=flag())
+    batch_size: int = field(default=64, metadata=flag())
+    lr: float = field(default=2e-3, metadata=flag())
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-4
     rotation: float = 10.0
     # machinery
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None            # None: 0 on CPU, min(8, cores) on CUDA
-    amp: bool = True                      # only takes effect on CUDA
-    compile: bool = False                 # torch.compile the encoder (worth it on GPUs)
-    time_budget: float | None = None      # minutes; after the warm-up epoch, epochs are cut to fit
-    plots: bool = True                    # confusion matrix and t-SNE of the test set (t-SNE takes ~30 s)
+    seed: int = field(default=0, metadata=flag())
+    device: str = field(default="auto", metadata=flag("auto, cpu, cuda, cuda:1, ..."))
+    workers: int | None = field(default=None, metadata=flag())   # None: 0 on CPU, min(8, cores) on CUDA
+    amp: bool = field(default=True, metadata=flag())             # only takes effect on CUDA
+    compile: bool = field(default=False, metadata=flag("torch.compile the encoder"))
+    time_budget: float | None = field(default=None, metadata=flag(
+        "cut the epochs after warm-up so the run ends within this many minutes", metavar="MINUTES"))
+    plots: bool = field(default=True, metadata=flag(
+        "skip the test confusion matrix and t-SNE (the t-SNE takes ~30 s on a CPU)"))
 
     @property
     def loss_terms(self) -> tuple[str, ...]:
@@ -57,9 +128,50 @@ class Config:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict) -> Config:
+        """The config of a saved dict (config.json, a checkpoint's metadata); ValueError naming any
+        key that is not a field."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"Unknown config key(s) {unknown}; a Config has {[f.name for f in fields(cls)]}.")
+        return cls(**d)
+
+    def differences(self, other: Config) -> dict[str, tuple[Any, Any]]:
+        """{field: (this value, other's)} where the two configs differ."""
+        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``Config`` field with ``flag`` metadata; unset flags stay None (no override)."""
+    hints = typing.get_type_hints(Config)
+    for f in fields(Config):
+        if "flag" not in f.metadata:
+            continue
+        spec = {k: v for k, v in f.metadata["flag"].items() if k != "then"}
+        name = spec.pop("name", f.name).replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            default_on = f.default is not MISSING and f.default
+            parser.add_argument(f"--no-{name}" if default_on else f"--{name}", dest=f.name, default=None,
+                                action="store_false" if default_on else "store_true", **spec)
+            continue
+        spec.setdefault("metavar", name.upper().replace("-", "_"))
+        base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), None)
+        if "type" not in spec and "action" not in spec and base is not str:
+            spec["type"] = base
+        parser.add_argument(f"--{name}", dest=f.name, **spec)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Config`` fields set by flags added with ``add_flags``, converted."""
+    out = {}
+    for f in fields(Config):
+        value = getattr(args, f.name, None)
+        if "flag" in f.metadata and value is not None:
+            then = f.metadata["flag"].get("then")
+            out[f.name] = then(value) if then else value
+    return out
 
 
 PRESETS = {

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from .engine import evaluate
+from .train.evaluate import evaluate
 from .recognizer import load
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import platform
 import shutil
 import subprocess
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import log_to_console
 from .text import PAPER_TEMPLATES
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ["--preset", "cpu"]                       # ResNet-18 from scratch, 64 px, 12 epochs, MiniLM
@@ -127,7 +131,7 @@ def run(experiments: list[str], seeds: list[int], scale: str, root: Path, parall
         rows = [r for r in rows if r in only]
     jobs = [(row, seed) for seed in seeds for row in rows]
     start = time.time()
-    print(f"[kefer] {len(jobs)} runs ({scale} scale) into {root / scale}, {parallel} at a time", flush=True)
+    log.info(f"{len(jobs)} runs ({scale} scale) into {root / scale}, {parallel} at a time")
 
     def job(args):
         done = (root / scale / args[0] / f"seed{args[1]}" / "ckplus.json").exists()
@@ -137,7 +141,7 @@ def run(experiments: list[str], seeds: list[int], scale: str, root: Path, parall
 
     with ThreadPoolExecutor(parallel) as pool:
         for i, status in enumerate(pool.map(job, jobs)):
-            print(f"[kefer] [{i + 1}/{len(jobs)}] {status}", flush=True)
+            log.info(f"[{i + 1}/{len(jobs)}] {status}")
 
 
 def collect(root: Path, raw: Path) -> int:
@@ -257,7 +261,7 @@ def report(root: Path, out: Path, results_md: Path) -> None:
     """Collect finished runs, then rebuild tables (in ``results_md`` between markers), CSV and plots."""
     raw = out / "raw"
     if root.exists():
-        print(f"[kefer] collected {collect(root, raw)} finished runs from {root}")
+        log.info(f"collected {collect(root, raw)} finished runs from {root}")
     scales = load_raw(raw)
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -280,7 +284,7 @@ def report(root: Path, out: Path, results_md: Path) -> None:
                 text = head + begin + "\n" + table(name, scale, by_row) + "\n" + end + rest.split(end, 1)[1]
     if text:
         results_md.write_text(text)
-    print(f"[kefer] tables in {results_md}, plots and runs.csv in {out}")
+    log.info(f"tables in {results_md}, plots and runs.csv in {out}")
 
 
 def main(argv=None) -> int:
@@ -307,6 +311,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     args = p.parse_args(argv[:len(argv) - len(passthrough) - (1 if "--" in argv else 0)])
+    log_to_console()
     if args.command == "list":
         for name, (title, rows) in EXPERIMENTS.items():
             print(f"{name}: {title}")
@@ -315,7 +320,7 @@ def main(argv=None) -> int:
     elif args.command == "run":
         extra = ["--device", args.device] + (["--workers", str(args.workers)] if args.workers is not None else [])
         extra += passthrough  # flags after '--' go to every train.py run and win over the row's
-        print(f"[kefer] hardware: {platform.processor() or platform.machine()}", flush=True)
+        log.info(f"hardware: {platform.processor() or platform.machine()}")
         run(args.experiments, args.seeds, args.scale, args.root, args.parallel, args.deadline, extra,
             "cpu" if args.device == "auto" else args.device, args.only)
     else:

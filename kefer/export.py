@@ -14,11 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from .backend import export_onnx, read_onnx_meta, sha256, update_onnx_meta
+from .backend import export_onnx, read_onnx_meta, update_onnx_meta
 from .checkpoint import load_model, save_model
-from .engine import evaluate as measure
+from .io import sha256
 from .quantize import calibration_images, quantize_model
 from .recognizer import load, resolve_checkpoint
+from .train.evaluate import evaluate as measure
 
 
 def export(run: str | Path, dest: str | Path, command: str | None = None, half: bool = True,
@@ -55,7 +56,7 @@ def export(run: str | Path, dest: str | Path, command: str | None = None, half: 
     if evaluate:
         rec = load(dest)
         val, test = (measure(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
-        meta["metrics"] = {"val_accuracy": val["test_accuracy"], "test_accuracy": test["test_accuracy"],
+        meta["metrics"] = {"val_accuracy": val["val_accuracy"], "test_accuracy": test["test_accuracy"],
                            "test_mean_accuracy": test["test_mean_accuracy"], "measured_on": "this file"}
         if dest.suffix == ".onnx":
             update_onnx_meta(dest, {**read_onnx_meta(dest)[0], "metrics": meta["metrics"]})

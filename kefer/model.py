@@ -2,6 +2,7 @@
 text space, the transformation network G, and the classifier baseline's head."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,14 @@ import timm
 import torch
 import torch.nn as nn
 
+from timm.models import clean_state_dict
+
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .models import parse_encoder_name, registry
+from .models.encoders import create_timm
 from .scoring import logits
+
+log = logging.getLogger(__name__)
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
@@ -29,7 +36,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = clean_state_dict(state)
     own = encoder.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
@@ -40,8 +47,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     result = encoder.load_state_dict(matched, strict=False)
     report = {"loaded": len(matched), "missing": result.missing_keys,
               "unexpected": sorted(set(state) - set(matched))}
-    print(f"[kefer] {path.name}: loaded {report['loaded']} tensors, {len(report['missing'])} missing, "
-          f"{len(report['unexpected'])} unused")
+    log.info("%s: loaded %d tensors, %d missing, %d unused", path.name, report["loaded"], len(report["missing"]),
+             len(report["unexpected"]))
     return report
 
 
@@ -74,10 +81,7 @@ def timm_pretrained(name: str, img_size: int, **kwargs) -> nn.Module:
     """timm's ``name`` (e.g. ``resnet18.a1_in1k``) with its published weights, which timm fetches
     from the Hugging Face hub: a clear error where that is not reachable."""
     try:
-        try:
-            encoder = timm.create_model(name, pretrained=True, num_classes=0, img_size=img_size, **kwargs)
-        except TypeError:  # CNNs take any input size and have no img_size argument
-            encoder = timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+        encoder = create_timm(name, img_size, pretrained=True, **kwargs)
     except Exception as e:
         raise FileNotFoundError(
             f"timm could not fetch the weights of {name} ({type(e).__name__}: {str(e)[:200]}). Offline, download "
@@ -88,7 +92,7 @@ def timm_pretrained(name: str, img_size: int, **kwargs) -> nn.Module:
     return encoder
 
 
-def build_encoder(name: str, img_size: int, weights: str | None = None, pretrained: bool = True,
+def create_visual_encoder(name: str, img_size: int, weights: str | None = None, pretrained: bool = True,
                   batchnorm: str = "auto", **kwargs) -> nn.Module:
     """A feature extractor ``x [B, 3, H, W] -> [B, F]`` with ``.num_features``, ``.mean``, ``.std``.
 
@@ -100,35 +104,28 @@ def build_encoder(name: str, img_size: int, weights: str | None = None, pretrain
     ``pretrained=False`` builds the bare architecture (used when a checkpoint's weights replace it anyway).
     ``batchnorm`` ("auto", "frozen", "train") overrides a registry encoder's BatchNorm mode in training.
     """
-    from . import pretrained as registry
-
     if batchnorm not in ("auto", "frozen", "train"):
         raise ValueError(f"batchnorm must be auto, frozen or train, not {batchnorm!r}")
-    if batchnorm != "auto" and name not in registry.list_encoders():
+    kind, model, tag = parse_encoder_name(name)
+    if batchnorm != "auto" and kind != "registry":
         raise ValueError(f"batchnorm={batchnorm!r} applies to kefer's pretrained encoders "
                          f"({registry.list_encoders()}), not {name!r}.")
 
-    if name.startswith("clip:") and "/" in name:
-        model_name, tag = name[len("clip:"):].split("/", 1)
-        return CLIPImageEncoder(model_name, None if tag == "random" or not pretrained else tag, img_size)
-    if name.startswith("timm:"):
-        if pretrained:
-            return timm_pretrained(name[len("timm:"):], img_size, **kwargs)
-        name = name[len("timm:"):].split(".")[0]
-    if name in registry.list_encoders():
+    if kind == "clip":
+        return CLIPImageEncoder(model, None if tag == "random" or not pretrained else tag, img_size)
+    if kind == "timm-hub" and pretrained:
+        return timm_pretrained(model if tag is None else f"{model}.{tag}", img_size, **kwargs)
+    if kind == "registry":
         return registry.create_encoder(name, img_size=img_size, weights=weights if pretrained else None,
                                        pretrained=pretrained,
                                        frozen_bn=None if batchnorm == "auto" else batchnorm == "frozen")
-    if name not in timm.list_models():
+    if model not in timm.list_models():
         raise ValueError(
             f"Unknown encoder {name!r}: not a kefer pretrained encoder ({registry.list_encoders()}) "
             f"nor a timm model (see timm.list_models(), e.g. resnet18, swin_tiny_patch4_window7_224, "
             f"vit_base_patch16_224), 'timm:<model>.<tag>' or 'clip:<model>/<tag|file|random>'."
         )
-    try:
-        encoder = timm.create_model(name, pretrained=False, num_classes=0, img_size=img_size, **kwargs)
-    except TypeError:  # CNNs take any input size and have no img_size argument
-        encoder = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    encoder = create_timm(model, img_size, **kwargs)
     encoder.mean, encoder.std = IMAGENET_MEAN, IMAGENET_STD
     if weights and pretrained:
         load_encoder_weights(encoder, weights)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import time
 from pathlib import Path
@@ -24,9 +25,13 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import pretrained
 from .data import default_root, ferplus, open_rgb, read_folder, sample
 from .data.transforms import eval_transform
+from .io import log_to_console
+from .models import registry
+from .models.encoders import FACENET_MEAN, FACENET_STD
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIGS = ["facenet-casia@160", "facenet-casia@112", "facenet-casia@96", "inception-resnet-v1@112",
                    "efficientnet-lite0-imagenet@224"]
@@ -80,8 +85,8 @@ class FaceNetBottleneck(torch.nn.Module):
         from facenet_pytorch import InceptionResnetV1
 
         self.net = InceptionResnetV1(classify=False).eval()
-        self.net.load_state_dict(pretrained.converted_state_dict("facenet-casia"))
-        self.mean, self.std = pretrained.FACENET_MEAN, pretrained.FACENET_STD
+        self.net.load_state_dict(registry.converted_state_dict("facenet-casia"))
+        self.mean, self.std = FACENET_MEAN, FACENET_STD
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -91,14 +96,14 @@ def run_config(name: str, img_size: int, data: dict, seed: int) -> dict:
     """Probe accuracy and CK+ AUC of one encoder at one input size (``facenet-casia:bottleneck``:
     FaceNet's 512-d embedding instead of its pooled features)."""
     torch.manual_seed(seed)  # the random-init baselines
-    encoder = FaceNetBottleneck() if name == "facenet-casia:bottleneck" else pretrained.create_encoder(name, img_size)
+    encoder = FaceNetBottleneck() if name == "facenet-casia:bottleneck" else registry.create_encoder(name, img_size)
     start = time.time()
     feats = {split: extract(encoder, paths, img_size) for split, (paths, _) in data.items()}
     seconds = time.time() - start
     fit = linear_probe(feats["train"], data["train"][1], feats["test"], data["test"][1], seed=seed)
     auc = same_subject_auc(feats["ckplus"], ckplus_subjects(data["ckplus"][0]))
     n_images = sum(len(paths) for paths, _ in data.values())
-    return {"encoder": name, "img_size": img_size, "pretrained": pretrained.is_pretrained(name.split(":")[0]),
+    return {"encoder": name, "img_size": img_size, "pretrained": registry.is_pretrained(name.split(":")[0]),
             "num_features": encoder.num_features, "ferplus_probe_acc": round(fit["acc"], 4), "probe_C": fit["C"],
             "ckplus_same_subject_auc": round(auc, 4), "extract_img_per_s": round(n_images / seconds, 1)}
 
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (on a shared machine 1 can be far faster than 2)")
     args = parser.parse_args(argv)
+    log_to_console()
     torch.set_num_threads(args.threads)
 
     ferplus_root = Path(args.data_root) / "ferplus" if args.data_root else default_root("ferplus")
@@ -130,14 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     for config in args.configs:
         name, size = config.rsplit("@", 1)
         results.append(run_config(name, int(size), data, args.seed))
-        print(json.dumps(results[-1]), flush=True)
+        log.info(json.dumps(results[-1]))
     report = {"results": results, "ferplus_train": len(data["train"][0]), "ferplus_test": len(data["test"][0]),
               "ckplus_images": len(ck_samples), "seed": args.seed, "torch_threads": args.threads,
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                          f"torch {torch.__version__}"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    log.info(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

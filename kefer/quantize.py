@@ -83,7 +83,7 @@ def compare(name: str, rules: list[str]) -> list[dict]:
     """FER+ (or the model's own dataset) validation accuracy of the fp32 ONNX model and of an int8
     file per calibration rule; the test split is not read."""
     from . import load
-    from .engine import evaluate
+    from .train.evaluate import evaluate
 
     rec = load(name, backend="torch")
     cfg = rec.meta["config"]
@@ -101,8 +101,8 @@ def compare(name: str, rules: list[str]) -> list[dict]:
 
 
 def val_metrics(metrics: dict) -> dict:
-    return {"val_accuracy": round(100 * metrics["test_accuracy"], 2),
-            "val_mean_accuracy": round(100 * metrics["test_mean_accuracy"], 2)}
+    return {"val_accuracy": round(100 * metrics["val_accuracy"], 2),
+            "val_mean_accuracy": round(100 * metrics["val_mean_accuracy"], 2)}
 
 
 def main(argv=None) -> int:

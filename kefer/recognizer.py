@@ -21,9 +21,9 @@ from PIL import Image
 from . import backend as backends
 from .checkpoint import load_model
 from .data.transforms import eval_transform
-from .model import KEFERModel, build_encoder, mirror_average
+from .model import KEFERModel, create_visual_encoder, mirror_average
 from .scoring import Prompts, l2_normalise, score
-from .text import check_template, encode_classes, load_text_encoder
+from .text import check_template, encode_classes, create_text_encoder
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "accurate"
@@ -119,7 +119,7 @@ class Recognizer:
             meta, extra, _ = backends.read_onnx_meta(path)
             return cls(meta, backends.OnnxBackend(path), extra, name, flip)
         state, meta = load_model(path)
-        encoder = build_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
+        encoder = create_visual_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
         model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
         model.load_state_dict(state)
         model = model.to(device).eval()
@@ -204,7 +204,7 @@ class Recognizer:
         """The checkpoint's text encoder, loaded on first use (seconds) and kept."""
         with self._text_lock:
             if self._text_encoder is None:
-                self._text_encoder = load_text_encoder(self.meta["text_encoder"])
+                self._text_encoder = create_text_encoder(self.meta["text_encoder"])
             return self._text_encoder
 
     def encode_prompts(self, template: str | None = None, classes: list[str] | None = None) -> Prompts:

@@ -17,6 +17,7 @@ computed in eval mode without gradients. Encoders are chosen by an id string:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import warnings
@@ -24,6 +25,11 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+
+from .io import atomic_write, cache_dir
+from .models.names import CLIP_HELP, parse_encoder_name
+
+log = logging.getLogger(__name__)
 
 PLACEHOLDER = "[CLS]"
 DEFAULT_TEMPLATE = "A photo of a person making a [CLS] facial expression."
@@ -186,24 +192,24 @@ def clip_weights_on_disk(model_name: str, tag: str) -> bool:
     )
 
 
-def load_text_encoder(spec: str = "auto") -> TextEncoder:
+def create_text_encoder(spec: str = "auto") -> TextEncoder:
     """Build a text encoder from its id (see module docstring). Fails loudly, never silently random."""
     if spec == "auto":
-        model_name, tag = DEFAULT_CLIP[len("clip:"):].split("/", 1)
+        _, model_name, tag = parse_encoder_name(DEFAULT_CLIP)
         if clip_weights_on_disk(model_name, tag):
-            print(f"[kefer] text encoder 'auto' -> {DEFAULT_CLIP} (weights found on disk)")
+            log.info(f"text encoder 'auto' -> {DEFAULT_CLIP} (weights found on disk)")
             return CLIPTextEncoder(model_name, tag)
-        print(f"[kefer] text encoder 'auto' -> minilm ({DEFAULT_CLIP} weights are not on disk)")
+        log.info(f"text encoder 'auto' -> minilm ({DEFAULT_CLIP} weights are not on disk)")
         return MiniLMTextEncoder()
     if spec == "minilm":
         return MiniLMTextEncoder()
     if spec == "orthogonal":
         return OrthogonalTextEncoder()
-    if spec.startswith("clip:") and "/" in spec:
-        model_name, weights = spec[len("clip:"):].split("/", 1)
+    kind, model_name, weights = parse_encoder_name(spec)
+    if kind == "clip":
         return CLIPTextEncoder(model_name, weights)
     raise ValueError(
-        f"Unknown text encoder {spec!r}; use 'auto', 'minilm', 'orthogonal' or 'clip:<model>/<tag|file|random>' "
+        f"Unknown text encoder {spec!r}; use 'auto', 'minilm', 'orthogonal' or '{CLIP_HELP}' "
         f"(e.g. {DEFAULT_CLIP})."
     )
 
@@ -234,21 +240,18 @@ def class_embeddings(spec: str, classes: list[str], templates: list[str]) -> tup
     """
     from safetensors.torch import load_file, save_file
 
-    from .pretrained import cache_dir
-
-    encoder = load_text_encoder(spec) if spec == "auto" else None
+    encoder = create_text_encoder(spec) if spec == "auto" else None
     text_id = encoder.id if encoder is not None else spec
     prompts = [[build_prompt(t, c) for t in templates] for c in classes]
     key = hashlib.sha256(repr((text_id, prompts)).encode()).hexdigest()[:24]
     path = cache_dir() / "text" / f"{key}.safetensors"
     if path.is_file():
         return load_file(path)["text"], prompts, text_id
-    encoder = encoder or load_text_encoder(spec)
+    encoder = encoder or create_text_encoder(spec)
     emb, prompts = encode_classes(encoder, classes, templates)
-    if text_id.startswith("clip:") and os.path.exists(text_id.split("/", 1)[1]):
+    kind, _, weights = parse_encoder_name(text_id)
+    if kind == "clip" and os.path.exists(weights):
         return emb, prompts, text_id
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({"text": emb.contiguous()}, partial, metadata={"text_encoder": text_id, "prompts": repr(prompts)})
-    os.replace(partial, path)
+    atomic_write(path, lambda tmp: save_file({"text": emb.contiguous()}, tmp,
+                                             metadata={"text_encoder": text_id, "prompts": repr(prompts)}))
     return emb, prompts, text_id

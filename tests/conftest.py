@@ -1,7 +1,6 @@
 """Shared fixtures: the real data in ../shared/data (tests that need it skip when it is absent)."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -9,7 +8,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = Path(os.environ.get("KEFER_DATA") or ROOT.parent / "shared" / "data")
+from kefer.io import data_home  # noqa: E402
+
+DATA = data_home()
 
 
 def _need(name: str) -> Path:

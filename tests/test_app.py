@@ -34,16 +34,16 @@ def write_untrained_checkpoint(path: Path) -> None:
     with the encoder left at its random initialisation: the app's tests need a model, not a good one."""
     from kefer.checkpoint import save_model
     from kefer.config import preset
-    from kefer.engine import checkpoint_meta
-    from kefer.model import KEFERModel, build_encoder
-    from kefer.text import encode_classes, load_text_encoder
+    from kefer.train.fit import checkpoint_meta
+    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.text import encode_classes, create_text_encoder
 
     cfg = preset("cpu")
     classes = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
-    text_encoder = load_text_encoder(cfg.text_encoder)
+    text_encoder = create_text_encoder(cfg.text_encoder)
     text, prompts = encode_classes(text_encoder, classes, cfg.templates)
     torch.manual_seed(0)
-    model = KEFERModel(build_encoder(cfg.encoder, cfg.img_size), len(classes), text)
+    model = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size), len(classes), text)
     save_model(path, model.state_dict(), checkpoint_meta(cfg, model, classes, text_encoder.id, prompts))
 
 

@@ -120,7 +120,7 @@ def test_int8_quantisation_keeps_the_representation(ferplus_root, faces, tmp_pat
 def test_shipped_int8_model_is_within_half_a_point_of_fp32_on_validation(ferplus_root):
     """assets/accurate-int8.onnx: its header's validation accuracy is re-measured, and is within
     0.5 points of the fp32 model's (both measured on their own files)."""
-    from kefer.engine import evaluate
+    from kefer.train.evaluate import evaluate
 
     if not (ASSETS / "accurate-int8.onnx").is_file():
         pytest.skip("needs assets/accurate-int8.onnx")
@@ -130,5 +130,5 @@ def test_shipped_int8_model_is_within_half_a_point_of_fp32_on_validation(ferplus
     assert rec.meta["metrics"]["measured_on"] == "this file" and rec.classes == fp32.classes
     np.testing.assert_allclose(rec.text_embeddings, fp32.text_embeddings, atol=1e-6)
     out = evaluate(rec, "ferplus", ferplus_root, split="val")
-    assert out["n"] == 3191 and out["test_accuracy"] == pytest.approx(rec.meta["metrics"]["val_accuracy"], abs=1e-3)
+    assert out["n"] == 3191 and out["val_accuracy"] == pytest.approx(rec.meta["metrics"]["val_accuracy"], abs=1e-3)
     assert rec.meta["metrics"]["val_accuracy"] >= fp32.meta["metrics"]["val_accuracy"] - 0.005

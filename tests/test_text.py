@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kefer.text import (DEFAULT_TEMPLATE, PAPER_TEMPLATES, MiniLMTextEncoder, build_prompt,
-                        check_template, encode_classes, load_text_encoder)
+                        check_template, encode_classes, create_text_encoder)
 
 
 def test_prompt_uses_the_right_article():
@@ -26,18 +26,41 @@ def test_template_without_placeholder_is_rejected():
 
 def test_unknown_text_encoder_is_rejected():
     with pytest.raises(ValueError, match="Unknown text encoder"):
-        load_text_encoder("bert-large")
+        create_text_encoder("bert-large")
 
 
 def test_clip_without_weights_fails_clearly_never_random():
     with pytest.raises(FileNotFoundError, match="minilm"):
-        load_text_encoder("clip:ViT-B-16//nonexistent/weights.pt")
+        create_text_encoder("clip:ViT-B-16//nonexistent/weights.pt")
 
 
-def test_auto_falls_back_to_minilm_offline(capsys):
-    encoder = load_text_encoder("auto")
-    assert encoder.id == "minilm"
-    assert "minilm" in capsys.readouterr().out
+@pytest.mark.parametrize("on_disk, chosen", [(False, "minilm"), (True, "clip:ViT-B-16/openai")])
+def test_auto_picks_clip_only_where_its_weights_are_on_disk(on_disk, chosen, monkeypatch, caplog):
+    """Whatever this machine's Hugging Face cache holds: 'auto' asks clip_weights_on_disk and follows it."""
+    import kefer.text as text
+
+    asked = []
+    monkeypatch.setattr(text, "clip_weights_on_disk", lambda model, tag: asked.append((model, tag)) or on_disk)
+    monkeypatch.setattr(text, "CLIPTextEncoder", lambda model, tag: type("Stub", (), {"id": f"clip:{model}/{tag}"})())
+    monkeypatch.setattr(text, "MiniLMTextEncoder", type("Stub", (), {"id": "minilm"}))
+    with caplog.at_level("INFO", logger="kefer"):
+        encoder = create_text_encoder("auto")
+    assert asked == [("ViT-B-16", "openai")] and encoder.id == chosen
+    assert f"'auto' -> {chosen}" in caplog.text
+
+
+def test_clip_weights_on_disk_reads_the_hugging_face_cache(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    import kefer.text as text
+
+    looked_up = []
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, f: looked_up.append(repo) or (str(tmp_path / f) if f.endswith(".bin") else None))
+    assert text.clip_weights_on_disk("ViT-B-16", "openai") and looked_up[0].startswith("timm/")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, f: None)
+    assert not text.clip_weights_on_disk("ViT-B-16", "openai")
+    assert text.clip_weights_on_disk("ViT-B-16", str(tmp_path))   # a weights path that exists
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +86,7 @@ def test_multi_template_average_is_normalised_mean(minilm):
 
 
 def test_orthogonal_prototypes_are_fixed_and_orthonormal():
-    enc = load_text_encoder("orthogonal")
+    enc = create_text_encoder("orthogonal")
     prompts = [build_prompt(DEFAULT_TEMPLATE, c) for c in ["neutral", "anger", "fear", "contempt"]]
     emb = enc.encode(prompts)
     assert emb.shape == (4, 384)
@@ -83,7 +106,7 @@ def test_class_embeddings_are_cached_by_encoder_and_prompts(tmp_path, monkeypatc
     def no_encoder(spec):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(text, "load_text_encoder", no_encoder)
+    monkeypatch.setattr(text, "create_text_encoder", no_encoder)
     again, _, _ = text.class_embeddings("orthogonal", ["neutral", "anger"], [DEFAULT_TEMPLATE])
     torch.testing.assert_close(again, emb)
     with pytest.raises(AssertionError, match="cache"):   # other prompts are another entry

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def test_shipped_accurate_model_scores_what_its_header_says(ferplus_root):
     """The FER+ test accuracy stored in assets/accurate.safetensors (and quoted in the docs) is re-measured."""
     if not (ASSETS / "accurate.safetensors").exists():
         pytest.skip("needs assets/accurate.safetensors")
-    from kefer.engine import evaluate
+    from kefer.train.evaluate import evaluate
 
     rec = kefer.load()
     assert rec.meta["metrics"]["measured_on"] == "this file"
@@ -137,7 +138,7 @@ def test_shipped_accurate_model_scores_what_its_header_says(ferplus_root):
 
 def test_time_budget_cuts_epochs_after_warmup():
     from kefer.config import preset
-    from kefer.engine import fit_to_budget
+    from kefer.train.schedule import fit_to_budget
 
     cfg = preset("cpu", epochs=40, time_budget=10)  # 10 minutes; 60 s spent on the warm-up epoch
     assert fit_to_budget(cfg, epoch_seconds=60, spent_seconds=60).epochs == 1 + 8  # 540 s - 60 s left
@@ -176,12 +177,12 @@ def test_init_from_a_shipped_model_starts_where_it_ended(ferplus_root, tmp_path)
 def test_init_refuses_a_checkpoint_of_another_model(run):
     import torch
     from kefer.config import Config
-    from kefer.engine import init_from_checkpoint
-    from kefer.model import KEFERModel, build_encoder
+    from kefer.train.fit import init_from_checkpoint
+    from kefer.model import KEFERModel, create_visual_encoder
 
     rec = kefer.load(run)
     cfg = Config.from_dict({**rec.meta["config"], "init": str(run)})
-    model = KEFERModel(build_encoder(cfg.encoder, cfg.img_size, pretrained=False), 3, torch.randn(3, 384))
+    model = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size, pretrained=False), 3, torch.randn(3, 384))
     init_from_checkpoint(model, cfg, rec.meta["text_encoder"])   # other classes: only the text differs
     assert torch.equal(model.proj.weight, rec.model.proj.weight) and model.text.shape == (3, 384)
     with pytest.raises(ValueError, match="the checkpoint has"):
@@ -189,24 +190,25 @@ def test_init_refuses_a_checkpoint_of_another_model(run):
     with pytest.raises(ValueError, match="the checkpoint has"):
         init_from_checkpoint(model, Config.from_dict({**rec.meta["config"], "init": str(run), "encoder": "resnet34"}),
                              rec.meta["text_encoder"])
-    classifier = KEFERModel(build_encoder(cfg.encoder, cfg.img_size, pretrained=False), 8)
+    classifier = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size, pretrained=False), 8)
     with pytest.raises(ValueError, match="does not fit"):
         init_from_checkpoint(classifier, cfg, rec.meta["text_encoder"])
 
 
-def test_init_fine_tunes_a_cnn_at_another_input_size(run, capsys):
+def test_init_fine_tunes_a_cnn_at_another_input_size(run, caplog):
     """A CNN's weights fit any input size: --init at 96 px from a 64 px run loads them and says so."""
     import torch
     from kefer.config import Config
-    from kefer.engine import init_from_checkpoint
-    from kefer.model import KEFERModel, build_encoder
+    from kefer.train.fit import init_from_checkpoint
+    from kefer.model import KEFERModel, create_visual_encoder
 
     rec = kefer.load(run)
     cfg = Config.from_dict({**rec.meta["config"], "init": str(run), "img_size": 96})
-    model = KEFERModel(build_encoder(cfg.encoder, 96, pretrained=False), 3, torch.randn(3, 384))
-    init_from_checkpoint(model, cfg, rec.meta["text_encoder"])
+    model = KEFERModel(create_visual_encoder(cfg.encoder, 96, pretrained=False), 3, torch.randn(3, 384))
+    with caplog.at_level("INFO", logger="kefer"):
+        init_from_checkpoint(model, cfg, rec.meta["text_encoder"])
     assert torch.equal(model.proj.weight, rec.model.proj.weight)
-    assert "trained at 64 px; this run fine-tunes it at 96 px" in capsys.readouterr().out
+    assert "trained at 64 px; this run fine-tunes it at 96 px" in caplog.text
 
 
 def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
@@ -236,24 +238,103 @@ def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
 
 
 
-def test_resume_after_a_kill(ferplus_root, tmp_path):
-    args = ["train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
-            "--max-train-samples", "200", "--epochs", "3", "--output", str(tmp_path)]
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@pytest.fixture(scope="module")
+def tiny_folder(ferplus_root, tmp_path_factory) -> Path:
+    """A ``folder`` dataset of real FER+ faces: {train,val,test}/{neutral,happiness,surprise}/,
+    16/8/8 images a class, for runs of a few seconds."""
+    from kefer.data import ferplus
+
+    root = tmp_path_factory.mktemp("tiny")
+    for split, n in (("train", 16), ("val", 8), ("test", 8)):
+        samples = ferplus.read_split(ferplus_root, split)
+        for k, name in enumerate(ferplus.CLASSES[:3]):
+            (root / split / name).mkdir(parents=True)
+            for path in [p for p, y in samples if y == k][:n]:
+                shutil.copy(path, root / split / name / path.name)
+    return root
+
+
+def tiny_run(tiny_folder, out: Path, epochs: int) -> list[str]:
+    return ["--dataset", "folder", "--data-root", str(tiny_folder), "--preset", "cpu", "--img-size", "32",
+            "--batch-size", "8", "--epochs", str(epochs), "--text-encoder", "orthogonal", "--no-plots",
+            "--device", "cpu", "--output", str(out)]
+
+
+def assert_same_run(a: Path, b: Path, tol: float = 1e-6) -> None:
+    """Two runs of one seed ended alike, to ``tol``: every history number but the timings, every
+    weight of last.pt, and the test metrics."""
+    import torch
+
+    rows_a, rows_b = history(a), history(b)
+    assert [r["epoch"] for r in rows_a] == [r["epoch"] for r in rows_b]
+    for ra, rb in zip(rows_a, rows_b):
+        assert set(ra) == set(rb)
+        for key in set(ra) - {"seconds"}:
+            assert float(ra[key]) == pytest.approx(float(rb[key]), abs=tol), (ra["epoch"], key)
+    wa, wb = (torch.load(r / "last.pt", weights_only=True)["model"] for r in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=tol, rtol=0, msg=key)
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+    assert ma["confusion_matrix"] == mb["confusion_matrix"] and ma["best_epoch"] == mb["best_epoch"]
+    for key in ("val_accuracy", "test_accuracy", "test_mean_accuracy"):
+        assert ma[key] == pytest.approx(mb[key], abs=tol), key
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tiny_folder, tmp_path):
+    """SIGKILL part-way, then --resume (with a flag that differs, which is ignored with a warning):
+    the same history, weights and test metrics as the same seed run without a stop."""
+    env = {**os.environ, "KEFER_CACHE": str(tmp_path / "cache")}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    r = run_cli("train.py", *tiny_run(tiny_folder, whole, 4), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "train.py", *tiny_run(tiny_folder, killed, 4)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while not (tmp_path / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.5)
+    while not (killed / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = history(tmp_path)
-    assert 1 <= len(done) < 3, "the run should have been killed part-way"
-    r = run_cli(*args, "--resume")
+    done = len(history(killed))
+    assert 1 <= done < 4 and not (killed / "metrics.json").exists(), "the run should have been killed part-way"
+    r = run_cli("train.py", *tiny_run(tiny_folder, killed, 4), "--lr", "0.5", "--resume", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resuming {tmp_path} after epoch {len(done)}/3" in r.stdout
-    rows = history(tmp_path)
-    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
-    assert rows[: len(done)] == done
-    assert (tmp_path / "metrics.json").is_file()
+    resumed_after = int(r.stdout.split("after epoch ")[1].split("/")[0])
+    assert f"resuming {killed} after epoch {resumed_after}/4" in r.stdout and resumed_after >= 1
+    assert "ignored, as they differ from it: lr=0.5 (saved 0.02)" in r.stdout
+    assert_same_run(whole, killed)
+
+
+def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_folder, tmp_path, monkeypatch, caplog):
+    """A run that dies while writing epoch 2's last.pt leaves epoch 1's intact and no temp file; its
+    resume ends as the uninterrupted run (in-process, through train.main)."""
+    import torch
+
+    import train
+
+    monkeypatch.setenv("KEFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(train, "log_to_console", lambda show=True: None)  # pytest captures the log
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert train.main(tiny_run(tiny_folder, whole, 3)) == 0
+    real_save, saves = torch.save, []
+
+    def dies_mid_write(obj, f, *args, **kwargs):
+        saves.append(f)
+        if len(saves) == 2:
+            Path(f).write_bytes(b"the first bytes of a checkpoint")
+            raise KeyboardInterrupt
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(tiny_run(tiny_folder, killed, 3))
+    monkeypatch.setattr(torch, "save", real_save)
+    state = torch.load(killed / "last.pt", weights_only=True)
+    assert state["epoch"] == 0 and len(state["history"]) == 1 and not list(killed.glob("*.tmp"))
+    with caplog.at_level("INFO", logger="kefer"):
+        assert train.main([*tiny_run(tiny_folder, killed, 3), "--resume"]) == 0
+    assert f"resuming {killed} after epoch 1/3" in caplog.text and "ignored" not in caplog.text
+    assert_same_run(whole, killed)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -286,3 +367,34 @@ def test_export_can_measure_the_written_file(run, tmp_path):
     assert metrics["measured_on"] == "this file"
     assert metrics["test_accuracy"] == pytest.approx(own["test_accuracy"], abs=0.01)
     assert metrics["val_accuracy"] == pytest.approx(own["val_accuracy"], abs=0.01)
+
+
+def test_config_from_dict_refuses_unknown_keys():
+    from kefer.config import Config
+
+    assert Config.from_dict({"epochs": 3, "lr": 0.1}) == Config(epochs=3, lr=0.1)
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) \['epoch', 'lr_max'\]"):
+        Config.from_dict({"epoch": 3, "lr_max": 0.1})
+
+
+def test_train_flags_are_the_config_fields():
+    """Each flag is a Config field with flag metadata, typed by its annotation; unset flags override nothing."""
+    import argparse
+
+    from kefer.config import Config, add_flags, flag_overrides
+    from kefer.text import PAPER_TEMPLATES
+
+    p = argparse.ArgumentParser()
+    add_flags(p)
+    assert flag_overrides(p.parse_args([])) == {}
+    args = p.parse_args(["--img-size", "96", "--lr", "0.1", "--no-amp", "--compile", "--classes", "neutral, anger",
+                         "--lambdas", "t=0.5,sc=2", "--template", "paper", "--time-budget", "7", "--labels", "votes"])
+    assert flag_overrides(args) == {"img_size": 96, "lr": 0.1, "amp": False, "compile": True,
+                                    "classes": ["neutral", "anger"], "lambdas": {"t": 0.5, "sc": 2.0},
+                                    "templates": PAPER_TEMPLATES, "time_budget": 7.0, "labels": "votes"}
+    assert flag_overrides(p.parse_args(["--template", "A [CLS] face.", "--template", "[CLS]!"]))["templates"] == [
+        "A [CLS] face.", "[CLS]!"]
+    with pytest.raises(SystemExit):
+        p.parse_args(["--balance", "smote"])
+    flags = {a.dest for a in p._actions if a.dest != "help"}
+    assert flags <= {f for f in Config.__dataclass_fields__} and "momentum" not in flags

@@ -16,7 +16,6 @@ Class names are mapped onto the shared vocabulary (``vocab.py``).
 from __future__ import annotations
 
 import inspect
-import os
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..config import parse_kv
+from ..io import data_home
 from . import affectnet, ckplus, ferplus, rafdb
 from .vocab import EXPRESSIONS, canonical
 
@@ -150,9 +151,7 @@ ON_DISK = {"affectnet7", "affectnet8"}  # too large to keep decoded in memory: r
 
 def default_root(name: str) -> Path:
     """``$KEFER_DATA/<name>`` if set, else ``../shared/data/<name>`` next to the project."""
-    if os.environ.get("KEFER_DATA"):
-        return Path(os.environ["KEFER_DATA"]) / name
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / name
+    return data_home() / name
 
 
 def sample(samples: list, n: int | None, seed: int = 0) -> list:
@@ -166,23 +165,10 @@ def sample(samples: list, n: int | None, seed: int = 0) -> list:
 def parse_name(name: str) -> tuple[str, dict]:
     """'rafdb:val=0.2,images=original' -> ('rafdb', {'val': 0.2, 'images': 'original'})."""
     base, _, text = name.partition(":")
-    options = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"Dataset option {item!r} in {name!r} is not key=value.")
-        options[key.strip()] = option_value(value.strip())
-    return base, options
-
-
-def option_value(text: str) -> int | float | str:
-    """'3' -> 3, '0.2' -> 0.2, anything else stays text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return base, parse_kv(text)
+    except ValueError as e:
+        raise ValueError(f"Dataset options of {name!r}: {e}") from None
 
 
 def read(name: str, root: Path, split: str) -> tuple[list[tuple], list[str]]:

@@ -1,5 +1,5 @@
-"""Multi-process training under ``torchrun`` (DDP): the process group, per-rank sampling and
-gathering results. With a single process every function here is a no-op or the identity.
+"""The device and multi-process training under ``torchrun`` (DDP): the process group, per-rank
+sampling and gathering results. With a single process every function here is a no-op or the identity.
 
     torchrun --nproc_per_node 4 train.py --dataset ferplus --preset paper-r18
 """
@@ -12,10 +12,15 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' -> CUDA where available, else the CPU; any other spec as torch names it."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
 def setup(device_spec: str = "auto") -> torch.device:
     """Join the process group when started by torchrun; return this process's device."""
-    from .engine import resolve_device
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return resolve_device(device_spec)
     use_cuda = torch.cuda.is_available() and device_spec != "cpu"

@@ -1,0 +1,56 @@
+"""Test a recognizer on a dataset split, also across datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import viz
+from ..data import build_dataset
+from ..metrics import classification_metrics
+from tqdm import tqdm
+
+from . import distributed as dist
+from .loop import make_loader
+
+
+def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | None = None,
+             classes: list[str] | None = None, split: str = "test", flip: bool = False) -> dict:
+    """``recognizer``'s accuracy on ``split`` of ``dataset``: keys ``<split>_accuracy`` and
+    ``<split>_mean_accuracy`` (e.g. ``test_accuracy``), ``per_class_accuracy``, ``confusion_matrix``
+    (rows true, columns predicted), ``classes``, ``n``.
+
+    Dataset classes are matched to the model's by name; predictions are restricted to the shared
+    classes (e.g. FER+ 8 -> CK+ 7). Writes confusion_matrix.png and tsne.png into ``plots_dir``.
+    ``flip``: test-time augmentation, each face averaged with its mirror image (twice the cost).
+    Faces run through the recogniser's own backend (torch or ONNX Runtime, e.g. an int8 model);
+    under torchrun each process scores its share and the results are gathered.
+    """
+    data = build_dataset(dataset, data_root, split, recognizer.transform, classes=classes)
+    missing = [c for c in data.classes if c not in recognizer.classes]
+    if missing:
+        raise ValueError(f"The model has no class(es) {missing} of {dataset}; it knows {recognizer.classes}.")
+    idx = torch.tensor([recognizer.classes.index(c) for c in data.classes])
+    feats, labels = [], []
+    for x, y in tqdm(make_loader(data, 128, False, torch.device("cpu"), 0), desc=split, leave=False, mininterval=2,
+                     disable=not dist.is_main()):
+        feats.append(torch.from_numpy(recognizer.represent(x, flip)))
+        labels.append(y)
+    feats, labels = (dist.gather(torch.cat(t)) for t in (feats, labels))
+    probs = torch.from_numpy(recognizer.score(feats.numpy(), recognizer.own_prompts)[1])
+    pred = probs[:, idx].argmax(1)
+    m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
+    out = {
+        "dataset": dataset, "split": split,
+        f"{split}_accuracy": m["accuracy"], f"{split}_mean_accuracy": m["mean_accuracy"],
+        "per_class_accuracy": m["per_class_accuracy"], "confusion_matrix": m["confusion_matrix"],
+        "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped), "flip": flip,
+    }
+    if plots_dir is not None:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        title = f"{recognizer.name} on {dataset}/{split}"
+        viz.plot_confusion(m["confusion_matrix"], data.classes, Path(plots_dir) / "confusion_matrix.png", title)
+        prompts = recognizer.own_prompts
+        viz.plot_tsne(feats, labels, prompts.anchors[idx], data.classes, Path(plots_dir) / "tsne.png", title,
+                      anchor_kind="classifier weights" if prompts.is_classifier else "text anchors")
+    return out
