@@ -199,3 +199,17 @@ def test_jsonl_rows_match_csv_rows(ckplus_root, tmp_path):
     objs = [json.loads(line) for line in open(tmp_path / "f.jsonl")]
     assert len(rows) == len(objs) == 2
     assert [r["label"] for r in rows] == [o["label"] for o in objs]
+
+
+def test_the_kefer_console_script_is_declared_and_runs():
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"kefer": "kefer.cli:main"}
+    r = subprocess.run([sys.executable, "-m", "kefer.cli", "analyze", "--help"], cwd=root, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "--every" in r.stdout and "--video" in r.stdout
