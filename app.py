@@ -16,6 +16,13 @@ import torch  # noqa: E402
 
 import kefer  # noqa: E402
 from kefer.app import build_demo  # noqa: E402
+from kefer.recognizer import resolve_checkpoint  # noqa: E402
+
+
+def model_device(name: str, device: str) -> str:
+    """Where a model runs: an exported .onnx model (such as the default webcam model) on the CPU,
+    through ONNX Runtime, whatever --device says; any other on --device."""
+    return "cpu" if resolve_checkpoint(name).suffix == ".onnx" else device
 
 
 def main() -> None:
@@ -39,8 +46,8 @@ def main() -> None:
     stream_name = args.checkpoint or args.stream_model
     photo_name = args.checkpoint or args.photo_model
     try:
-        recognizer = kefer.load(stream_name, device=args.device)
-        photo_recognizer = kefer.load(photo_name, device=args.device, flip=args.photo_flip)
+        recognizer = kefer.load(stream_name, device=model_device(stream_name, args.device))
+        photo_recognizer = kefer.load(photo_name, device=model_device(photo_name, args.device), flip=args.photo_flip)
         demo = build_demo(recognizer, device=args.device, photo_recognizer=photo_recognizer)
     except FileNotFoundError as err:
         if args.checkpoint:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import kefer  # noqa: E402
 from kefer.analysis import StreamAnalyzer  # noqa: E402
 from kefer.faces import FaceDetector, class_colour, draw  # noqa: E402
+from kefer.io import data_home  # noqa: E402
 
 
 def real_face_frame(data_root: Path) -> np.ndarray:
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["fast:torch", "accurate:onnx", "accurate-int8"],
                         help="MODEL[:BACKEND] ... (a shipped name, run dir or file; backend auto, torch or "
                              "onnx); the first is the reference (default: the app's former torch fast path)")
-    parser.add_argument("--data", default=os.environ.get("KEFER_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data", default=str(data_home()))
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--detect-every", type=int, default=3)
     parser.add_argument("--device", default="cpu")

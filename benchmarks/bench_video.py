@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kefer.cli import main as kefer_cli  # noqa: E402
+from kefer.io import data_home  # noqa: E402
 
 
 def write_clip(path: Path, ckplus: Path, seconds: int, fps: int = 30) -> int:
@@ -46,7 +47,7 @@ def write_clip(path: Path, ckplus: Path, seconds: int, fps: int = 30) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="accurate-int8")
-    parser.add_argument("--data", default=os.environ.get("KEFER_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data", default=str(data_home()))
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2: this machine's cores)")

@@ -68,10 +68,12 @@ class FaceResult:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
     def as_dict(self) -> dict:
-        """Plain values for CSV/JSON: track, box, one probability per class, label."""
+        """Plain values for CSV/JSON: track, box, one probability per class, label, whether the whole
+        image stood in for a face."""
         row = {"track": self.track_id, **{k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), self.box)}}
         row.update({f"p_{c}": round(float(p), 5) for c, p in zip(self.classes, self.probabilities)})
         row["label"] = self.label
+        row["whole_image"] = self.whole_image
         return row
 
 
@@ -203,7 +205,7 @@ class VideoReader:
 
     Raises VideoError when the file is missing, cannot be opened, or yields no frame at all.
     ``fps``, ``frame_count`` (as the container says; may be 0 for streams) and ``skipped`` (corrupt
-    frames passed over so far).
+    frames passed over so far: unreadable frames followed by a readable one).
     """
 
     MAX_BAD_RUN = 25   # this many unreadable frames in a row, before the stated end, ends the video
@@ -228,15 +230,15 @@ class VideoReader:
             while True:
                 ok, bgr = self.capture.read()
                 if ok and bgr is not None and bgr.size:
+                    self.skipped += bad_run   # unreadable frames followed by a good one were corrupt
                     bad_run = 0
                     yielded += 1
                     yield index, index / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                     index += 1
                     continue
-                if index >= self.frame_count - 1 or bad_run >= self.MAX_BAD_RUN:
-                    break
-                bad_run += 1           # a corrupt frame before the stated end: skip it, read on
-                self.skipped += 1
+                if 0 < self.frame_count <= index + 1 or bad_run >= self.MAX_BAD_RUN:
+                    break              # the stated end, or too many unreadable frames in a row
+                bad_run += 1           # perhaps a corrupt frame: read on
                 index += 1
         finally:
             self.capture.release()

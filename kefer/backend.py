@@ -13,6 +13,7 @@ registry does with its conversions.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 from pathlib import Path
@@ -58,7 +59,7 @@ class OnnxBackend:
     ``torch.set_num_threads`` in app.py and the benchmarks governs both backends alike).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, quantised: bool = False, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -68,17 +69,10 @@ class OnnxBackend:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
-        quantised = any(n.op_type == "QuantizeLinear" for n in _graph_nodes(path))
         self.name = "onnxruntime int8" if quantised else "onnxruntime"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
-def _graph_nodes(path):
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False).graph.node
 
 
 def _encode_tensor(t: torch.Tensor) -> str:
@@ -110,7 +104,7 @@ def export_onnx(model, meta: dict, dest: str | Path, source_sha256: str = "") ->
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     size = int(meta["img_size"])
-    model = model.float().cpu().eval()
+    model = copy.deepcopy(model).float().cpu().eval()
     dummy = torch.zeros(2, 3, size, size)
 
     def write(tmp):

@@ -66,7 +66,7 @@ class Rows:
 
     def __init__(self, csv_path: str | None, json_path: str | None, classes: list[str]):
         self.fields = ["source", "frame", "time", "track", "x0", "y0", "x1", "y1",
-                       *[f"p_{c}" for c in classes], "label"]
+                       *[f"p_{c}" for c in classes], "label", "whole_image"]
         self.csv_file = open(csv_path, "w", newline="") if csv_path else None
         self.json_file = open(json_path, "w") if json_path else None
         self.writer = csv.DictWriter(self.csv_file, self.fields) if self.csv_file else None
@@ -136,13 +136,8 @@ def analyze(args) -> int:
     rec = kefer.load(args.model, backend=args.backend, flip=args.flip)
     log.info("model: %s", rec.summary)
     rows = Rows(args.csv, args.json, rec.classes)
-    readers, failed, no_face, timeline = [], [], [], {}
-    for v in inputs.videos:
-        try:
-            readers.append(VideoReader(v))
-        except VideoError as err:
-            failed.append(str(err))
-    total = len(inputs.images) + sum(max(r.frame_count, 1) for r in readers)
+    failed, no_face, timeline, videos = [], [], {}, 0
+    total = len(inputs.images) + sum(max(frame_count(v), 1) for v in inputs.videos)
     bar = tqdm(total=total, unit="frame", desc="analysing", disable=args.quiet)
     annotated = None
     try:
@@ -156,7 +151,13 @@ def analyze(args) -> int:
                 (rows.add(str(path), 0, 0.0, faces) if faces else no_face.append(str(path)))
             rows.flush()
             bar.update()
-        for reader in readers:
+        for path in inputs.videos:
+            try:
+                reader = VideoReader(path)
+            except VideoError as err:
+                failed.append(str(err))
+                continue
+            videos += 1
             if args.video:
                 annotated = AnnotatedVideo(args.video, reader.fps)
             frames = faceless = 0
@@ -165,7 +166,7 @@ def analyze(args) -> int:
                                            smoothing=not args.no_smoothing):
                     rows.add(reader.path, frame.index, frame.time, frame.faces)
                     for face in frame.faces:
-                        timeline.setdefault((reader.name, face.track_id), []).append((frame.time, face.probabilities))
+                        timeline.setdefault((reader.path, face.track_id), []).append((frame.time, face.probabilities))
                     if annotated:
                         annotated.write(frame.rgb, frame.faces)
                     frames, faceless = frames + 1, faceless + (not frame.faces)
@@ -182,7 +183,7 @@ def analyze(args) -> int:
         rows.close()
         if annotated:
             annotated.close()
-    log.info("%d face rows from %d images and %d videos", rows.count, len(inputs.images), len(readers))
+    log.info("%d face rows from %d images and %d videos", rows.count, len(inputs.images), videos)
     if args.video and annotated and annotated.writer is not None:
         log.info("annotated video: %s", args.video)
     if args.plot:
@@ -195,6 +196,15 @@ def analyze(args) -> int:
     report("skipped (not an image or video)", [str(p) for p in inputs.unsupported])
     report("could not be read", failed)
     return 1 if failed or inputs.missing else 0
+
+
+def frame_count(path) -> int:
+    """The frame count a video's container states (0 when unknown or unreadable), for the progress bar."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+    finally:
+        capture.release()
 
 
 def report(what: str, items: list[str], show: int = 20) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def export(run: str | Path, dest: str | Path, command: str | None = None, half: 
         meta["metrics"] = {k: metrics[k] for k in ("val_accuracy", "test_accuracy", "test_mean_accuracy") if k in metrics}
     if command:
         meta["train_command"] = command
+    if int8 and not evaluate:
+        meta.pop("metrics", None)   # the source's metrics are not this file's
     cfg = meta["config"]
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.suffix == ".safetensors":
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    logging.getLogger("kefer").info("wrote %s (%.1f MB)", dest, dest.stat().st_size / 1e6)
     return 0
 
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     (or a run killed mid-write) sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -18,12 +18,14 @@ and the chosen file is written, with its validation and test accuracy, by
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .backend import export_onnx
+from .io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def quantize_model(model, meta: dict, dest: str | Path, calibration: np.ndarray,
         quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, rule))
-        out.replace(dest)
+        atomic_write(dest, lambda tmp: shutil.copyfile(out, tmp))
     return dest
 
 
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = compare(args.model, args.compare)
-    Path(args.out).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write(args.out, lambda tmp: tmp.write_text("".join(json.dumps(row) + "\n" for row in rows)))
     return 0
 
 

@@ -77,11 +77,10 @@ class Recognizer:
     """
 
     def __init__(self, meta: dict, backend, extra: dict, name: str = "model", flip: bool = False,
-                 model: KEFERModel | None = None, device="cpu"):
+                 model: KEFERModel | None = None):
         self.meta = meta
         self.backend = backend
         self.model = model   # the torch model (None for a model loaded from an .onnx file)
-        self.device = torch.device(device)
         self.name = name
         self.flip = flip    # average each face's representation with its mirror image's
         self.input_size = int(meta["img_size"])
@@ -117,7 +116,7 @@ class Recognizer:
                 raise ValueError(f"{path.name} runs on the CPU (ONNX Runtime); pass device='cpu'.")
             _require_onnxruntime()
             meta, extra, _ = backends.read_onnx_meta(path)
-            return cls(meta, backends.OnnxBackend(path), extra, name, flip)
+            return cls(meta, backends.OnnxBackend(path, quantised="quantization" in meta), extra, name, flip)
         state, meta = load_model(path)
         encoder = create_visual_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
         model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
@@ -130,7 +129,7 @@ class Recognizer:
         else:
             runner = backends.TorchBackend(model, device)
         extra = {k: state.get(k) for k in backends.EXTRA_TENSORS}
-        return cls(meta, runner, extra, name, flip, model=model, device=device)
+        return cls(meta, runner, extra, name, flip, model=model)
 
     @property
     def summary(self) -> str:

@@ -132,3 +132,29 @@ def test_shipped_int8_model_is_within_half_a_point_of_fp32_on_validation(ferplus
     out = evaluate(rec, "ferplus", ferplus_root, split="val")
     assert out["n"] == 3191 and out["val_accuracy"] == pytest.approx(rec.meta["metrics"]["val_accuracy"], abs=1e-3)
     assert rec.meta["metrics"]["val_accuracy"] >= fp32.meta["metrics"]["val_accuracy"] - 0.005
+
+
+def test_a_classifier_baseline_scores_through_its_head_on_both_backends(faces, tmp_path, cache):
+    """A checkpoint without text knowledge (--losses classifier): probabilities are softmax of its
+    linear head, in torch and from its ONNX file (which carries the head), and it refuses re-prompting."""
+    from kefer.checkpoint import save_model
+    from kefer.config import preset
+    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.train.fit import checkpoint_meta
+
+    cfg = preset("cpu", losses=("classifier",))
+    classes = ["neutral", "happiness", "surprise"]
+    torch.manual_seed(0)
+    model = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size), len(classes))
+    path = tmp_path / "baseline.safetensors"
+    save_model(path, model.state_dict(), checkpoint_meta(cfg, model, classes, None, None))
+    ref = kefer.load(path, backend="torch")
+    f = ref.features(faces)
+    with torch.no_grad():
+        expected = model.head(torch.from_numpy(f)).softmax(-1).numpy()
+    np.testing.assert_allclose(ref.predict(faces), expected, atol=1e-5)
+    onnx_rec = kefer.load(export(path, tmp_path / "baseline.onnx"))
+    assert onnx_rec.own_prompts.is_classifier
+    np.testing.assert_allclose(onnx_rec.predict(faces), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="classifier-baseline"):
+        onnx_rec.encode_prompts(classes=["confusion"])

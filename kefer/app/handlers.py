@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 import html
-import traceback
+import logging
 
 import gradio as gr
 
 from .render import NO_MODEL, faces_table, message_html
 from .session import App, Session
+
+log = logging.getLogger(__name__)
 
 
 def safely(fn):
@@ -24,7 +26,7 @@ def safely(fn):
         except gr.Error:
             raise
         except Exception as err:
-            traceback.print_exc()
+            log.exception("app event failed")
             raise gr.Error(f"Something went wrong: {err}", print_exception=False) from err
     return wrapper
 
@@ -50,7 +52,7 @@ class Handlers:
         try:
             view = session.process_frame(frame, smoothing, relative)
         except Exception as err:  # keep the stream alive and say what happened
-            traceback.print_exc()
+            log.exception("app event failed")
             return frame, message_html(f"Could not process this frame: {err}"), gr.skip(), session
         return view.image, view.bars, view.status if view.status_changed else gr.skip(), session
 

@@ -15,14 +15,15 @@ from .loop import make_loader
 
 
 def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | None = None,
-             classes: list[str] | None = None, split: str = "test", flip: bool = False) -> dict:
+             classes: list[str] | None = None, split: str = "test", flip: bool | None = None) -> dict:
     """``recognizer``'s accuracy on ``split`` of ``dataset``: keys ``<split>_accuracy`` and
     ``<split>_mean_accuracy`` (e.g. ``test_accuracy``), ``per_class_accuracy``, ``confusion_matrix``
     (rows true, columns predicted), ``classes``, ``n``.
 
     Dataset classes are matched to the model's by name; predictions are restricted to the shared
     classes (e.g. FER+ 8 -> CK+ 7). Writes confusion_matrix.png and tsne.png into ``plots_dir``.
-    ``flip``: test-time augmentation, each face averaged with its mirror image (twice the cost).
+    ``flip``: test-time augmentation, each face averaged with its mirror image (twice the cost);
+    None: the recogniser's own setting.
     Faces run through the recogniser's own backend (torch or ONNX Runtime, e.g. an int8 model);
     under torchrun each process scores its share and the results are gathered.
     """
@@ -44,7 +45,8 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         "dataset": dataset, "split": split,
         f"{split}_accuracy": m["accuracy"], f"{split}_mean_accuracy": m["mean_accuracy"],
         "per_class_accuracy": m["per_class_accuracy"], "confusion_matrix": m["confusion_matrix"],
-        "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped), "flip": flip,
+        "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped),
+        "flip": recognizer.flip if flip is None else flip,
     }
     if plots_dir is not None:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from ..checkpoint import load_model, load_training_state, save_model, save_train
 from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import eval_transform, train_transform
+from ..data.vocab import neutral_index
 from ..losses import LossConfig
 from ..model import KEFERModel, create_visual_encoder
 from ..recognizer import Recognizer, resolve_checkpoint
@@ -190,7 +191,7 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
                             **cfg.encoder_kwargs)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
-    nu = classes.index("neutral") if "neutral" in classes else None
+    nu = neutral_index(classes)
     if loss_cfg.needs_neutral and nu is None:
         raise ValueError(f"Losses {cfg.losses!r} need a 'neutral' class; {cfg.dataset} has {classes}.")
     text, text_id, prompts = class_text(cfg, loss_cfg, classes, state)
