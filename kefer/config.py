@@ -11,31 +11,10 @@ import json
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from .options import parse_kv
 from .text import DEFAULT_TEMPLATE, PAPER_TEMPLATES
-
-
-def number_or_text(text: str) -> int | float | str:
-    """'3' -> 3, '0.2' -> 0.2, anything else stays text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_kv(text: str, value: Callable[[str], Any] = number_or_text) -> dict:
-    """'a=1,b=x' -> {'a': 1, 'b': 'x'} (each value through ``value``); ValueError on an item
-    that is not key=value."""
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"{item!r} is not key=value.")
-        out[key.strip()] = value(raw.strip())
-    return out
 
 
 def parse_weights(text: str) -> dict[str, float]:

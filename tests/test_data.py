@@ -95,3 +95,12 @@ def test_folder_without_splits_cannot_train(tmp_path):
 
 def test_vocabulary():
     assert canonical("Happy") == "happiness" and canonical("ANGRY") == "anger" and canonical("fear") == "fear"
+
+
+def test_option_strings_parse_numbers_and_text_and_refuse_other_items():
+    from kefer.options import parse_kv
+
+    assert parse_kv("val=0.2,seed=1,images=original") == {"val": 0.2, "seed": 1, "images": "original"}
+    assert parse_kv("") == {}
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_kv("val=0.2,oops")

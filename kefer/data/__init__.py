@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..config import parse_kv
+from ..options import parse_kv
 from ..io import data_home
 from . import affectnet, ckplus, ferplus, rafdb
 from .vocab import EXPRESSIONS, canonical
