@@ -62,7 +62,8 @@ def embedding_map(embeddings: np.ndarray, anchors: np.ndarray, classes, predicte
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     pad = 0.08 * np.maximum(hi - lo, 1e-6)
     ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
-    ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    room = 0 if m else 0.3 * (hi[1] - lo[1] + 2 * pad[1])   # for the empty-state note below the anchors
+    ax.set_ylim(lo[1] - pad[1] - room, hi[1] + pad[1])
     if m:
         colours = [np.array(class_colour(int(k))) / 255 for k in (predicted if predicted is not None else [0] * m)]
         ax.scatter(xy[:m, 0], xy[:m, 1], s=14, alpha=0.7, c=colours)

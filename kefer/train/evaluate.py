@@ -32,8 +32,10 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
     if missing:
         raise ValueError(f"The model has no class(es) {missing} of {dataset}; it knows {recognizer.classes}.")
     idx = torch.tensor([recognizer.classes.index(c) for c in data.classes])
-    feats, labels = [], []
-    for x, y in tqdm(make_loader(data, 128, False, torch.device("cpu"), 0), desc=split, leave=False, mininterval=2,
+    device = getattr(recognizer.backend, "device", torch.device("cpu"))   # where a torch backend runs
+    feats = [torch.zeros(0, recognizer.own_prompts.anchors.shape[1])]      # a process may get no sample
+    labels = [torch.zeros(0, dtype=torch.long)]
+    for x, y in tqdm(make_loader(data, 128, False, device, None), desc=split, leave=False, mininterval=2,
                      disable=not dist.is_main()):
         feats.append(torch.from_numpy(recognizer.represent(x, flip)))
         labels.append(y)
