@@ -10,6 +10,7 @@ import sys
 
 from .train.evaluate import evaluate
 from .recognizer import load
+from .text import PAPER_TEMPLATES
 
 
 def main(argv=None) -> int:
@@ -22,6 +23,9 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--classes", help="comma-separated classes to keep (default: the dataset's own)")
     p.add_argument("--plots", help="folder for confusion_matrix.png and tsne.png")
+    p.add_argument("--template", action="append",
+                   help="score against prompts from this template instead of the checkpoint's own (repeat to "
+                        "average several; 'paper': the paper's 9), e.g. to measure prompt robustness")
     p.add_argument("--flip", action="store_true",
                    help="test-time augmentation: average each face with its mirror image (twice the cost)")
     p.add_argument("--device", default="cpu")
@@ -29,13 +33,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         rec = load(args.checkpoint, device=args.device)
+        if args.template:
+            rec.set_prompts(template=[t for a in args.template for t in (PAPER_TEMPLATES if a == "paper" else [a])])
         classes = args.classes.split(",") if args.classes else None
         metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split,
                            flip=args.flip)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = json.dumps({"checkpoint": str(args.checkpoint), **metrics}, indent=2)
+    text = json.dumps({"checkpoint": str(args.checkpoint), "templates": rec.templates, **metrics}, indent=2)
     print(text)
     if args.output:
         with open(args.output, "w") as f:

@@ -206,14 +206,18 @@ class Recognizer:
                 self._text_encoder = create_text_encoder(self.meta["text_encoder"])
             return self._text_encoder
 
-    def encode_prompts(self, template: str | None = None, classes: list[str] | None = None) -> Prompts:
+    def encode_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None) -> Prompts:
         """New prompts from the checkpoint's text encoder (new classes are zero-shot); changes nothing.
+        Several templates are averaged per class (normalise, mean, renormalise).
 
         Raises ValueError for a template without [CLS], no class names, or a classifier baseline.
         """
         if self.own_prompts.is_classifier:
             raise ValueError("This is a classifier-baseline model: it has no text knowledge to re-prompt.")
-        templates = [check_template(template)] if template is not None else self.templates
+        if template is None:
+            templates = self.templates
+        else:
+            templates = [check_template(t) for t in ([template] if isinstance(template, str) else template)]
         classes = list(dict.fromkeys(c.strip() for c in (classes if classes is not None else self.classes)
                                      if c.strip()))
         if not classes:
@@ -222,7 +226,7 @@ class Recognizer:
         return Prompts(tuple(classes), tuple(templates), l2_normalise(text.float().numpy()),
                        trained=self.own_prompts.trained)
 
-    def set_prompts(self, template: str | None = None, classes: list[str] | None = None) -> None:
+    def set_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None) -> None:
         """Re-prompt this recogniser (see ``encode_prompts``)."""
         self.prompts = self.encode_prompts(template, classes)
 

@@ -158,3 +158,16 @@ def test_a_classifier_baseline_scores_through_its_head_on_both_backends(faces, t
     np.testing.assert_allclose(onnx_rec.predict(faces), expected, atol=1e-4)
     with pytest.raises(ValueError, match="classifier-baseline"):
         onnx_rec.encode_prompts(classes=["confusion"])
+
+
+def test_several_templates_are_averaged_per_class(cache):
+    """encode_prompts with a list: per class, the renormalised mean of each template's normalised
+    embedding, and nothing of the recogniser changes."""
+    from kefer.text import PAPER_TEMPLATES
+
+    rec = kefer.load("fast")
+    singles = [rec.encode_prompts(template=t).anchors for t in PAPER_TEMPLATES[:3]]
+    both = rec.encode_prompts(template=PAPER_TEMPLATES[:3])
+    mean = np.mean(singles, axis=0)
+    np.testing.assert_allclose(both.anchors, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
+    assert both.templates == tuple(PAPER_TEMPLATES[:3]) and rec.prompts is rec.own_prompts

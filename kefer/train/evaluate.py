@@ -40,7 +40,7 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         feats.append(torch.from_numpy(recognizer.represent(x, flip)))
         labels.append(y)
     feats, labels = (dist.gather(torch.cat(t)) for t in (feats, labels))
-    probs = torch.from_numpy(recognizer.score(feats.numpy(), recognizer.own_prompts)[1])
+    probs = torch.from_numpy(recognizer.score(feats.numpy())[1])   # against its current prompts
     pred = probs[:, idx].argmax(1)
     m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
     out = {
@@ -54,7 +54,7 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         title = f"{recognizer.name} on {dataset}/{split}"
         viz.plot_confusion(m["confusion_matrix"], data.classes, Path(plots_dir) / "confusion_matrix.png", title)
-        prompts = recognizer.own_prompts
+        prompts = recognizer.prompts
         viz.plot_tsne(feats, labels, prompts.anchors[idx], data.classes, Path(plots_dir) / "tsne.png", title,
                       anchor_kind="classifier weights" if prompts.is_classifier else "text anchors")
     return out
