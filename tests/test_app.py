@@ -170,6 +170,20 @@ def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
     assert session.prompts is app.default_prompts
 
 
+def test_several_template_lines_are_averaged(app):
+    from kefer.app.layout import ALL_NINE, template_choice
+    from kefer.text import PAPER_TEMPLATES
+
+    session = Session(app)
+    assert session.set_prompts("A person is feeling [CLS].\nno placeholder", "neutral\nhappiness").startswith(
+        "Error: each template must contain [CLS]")
+    assert template_choice(PAPER_TEMPLATES[2]) == PAPER_TEMPLATES[2]
+    message = session.set_prompts(template_choice(ALL_NINE), "\n".join(app.rec.classes))
+    assert message.endswith("9 templates averaged.") and session.prompts.templates == tuple(PAPER_TEMPLATES)
+    np.testing.assert_allclose(session.prompts.anchors, app.rec.encode_prompts(template=PAPER_TEMPLATES).anchors,
+                               atol=1e-6)
+
+
 def test_reencoding_the_checkpoint_prompts_reproduces_its_anchors(app):
     again = app.encode(app.rec.template, app.rec.classes)
     np.testing.assert_allclose(again.anchors, app.default_prompts.anchors, atol=1e-5)

@@ -20,6 +20,13 @@ from .map import placeholder  # noqa: E402
 from .render import NO_MODEL  # noqa: E402
 from .session import App  # noqa: E402
 
+ALL_NINE = "All 9, averaged (see RESULTS 8b)"
+
+
+def template_choice(choice: str) -> str:
+    """The template box's text for a choice in the paper's-templates menu (all 9: one per line)."""
+    return "\n".join(PAPER_TEMPLATES) if choice == ALL_NINE else choice
+
 PLOT_SECONDS = 3.0      # the map is redrawn by a timer, never in the per-frame path
 STREAM_EVERY = 0.1      # seconds between webcam frames sent (about 10 per second)
 STREAM_TIME_LIMIT = 120  # seconds a tab holds a stream slot before it queues again
@@ -82,9 +89,9 @@ def prompts_panel(app: App) -> SimpleNamespace:
     figure = placeholder() if app.rec is not None else placeholder("No model: nothing to map.")
     plot = gr.Plot(figure, label="Embedding map", show_label=False, elem_id="map")  # the figure has its title
     with gr.Accordion("Prompts", open=True):
-        paper = gr.Dropdown(PAPER_TEMPLATES, value=None, label="The paper's templates")
-        template = gr.Textbox(prompts.template if prompts else "", label="Template (must contain [CLS])",
-                              elem_id="template")
+        paper = gr.Dropdown([*PAPER_TEMPLATES, ALL_NINE], value=None, label="The paper's templates")
+        template = gr.Textbox(prompts.template if prompts else "", lines=2,
+                              label="Template (must contain [CLS]); several lines are averaged", elem_id="template")
         classes = gr.Textbox("\n".join(prompts.classes) if prompts else "", lines=8,
                              label="Class names, one per line (new ones are zero-shot)", elem_id="classes")
         with gr.Row():
@@ -109,7 +116,7 @@ def wire(demo: gr.Blocks, h: Handlers, state, cam, photos, side, timer) -> None:
     photos.files.change(h.analyse_photos, [photos.files, state], photo_out, api_name="analyse_photos")
     photos.whole.click(h.score_whole_images, [state], photo_out, **PRIVATE)
     photos.gallery.select(h.on_photo_select, [state], [photos.bars], show_progress="hidden", **PRIVATE)
-    side.paper.input(lambda t: t, [side.paper], [side.template], **PRIVATE)
+    side.paper.input(template_choice, [side.paper], [side.template], **PRIVATE)
     rescored = [photos.gallery, photos.bars, photos.table, photos.json, state]
     side.apply.click(h.reprompt, [side.template, side.classes, state], [side.message, side.report, *rescored],
                      api_name="reprompt")

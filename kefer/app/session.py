@@ -83,7 +83,7 @@ class App:
             return "Loading the text encoder… (Apply waits for it)"
         return "Text encoder ready."
 
-    def encode(self, template: str, classes: list) -> Prompts:
+    def encode(self, template: str | list[str], classes: list) -> Prompts:
         """Prompts from the checkpoint's text encoder; the shared recogniser is not changed.
         Raises ValueError for a bad template or class list."""
         return self.rec.encode_prompts(template=template, classes=classes)
@@ -262,21 +262,23 @@ class Session:
         """Validate and apply edited prompts; returns a message (an error starts with 'Error')."""
         if self.app.rec is None:
             return "Error: no model is loaded, so there are no prompts to edit."
-        template = (template or "").strip()
+        templates = [t.strip() for t in (template or "").splitlines() if t.strip()]
         classes = list(dict.fromkeys(c.strip() for c in (classes_text or "").replace(",", "\n").splitlines()
                                      if c.strip()))
-        if PLACEHOLDER not in template:
-            return f"Error: the template must contain {PLACEHOLDER}, where the class name goes."
+        if not templates or any(PLACEHOLDER not in t for t in templates):
+            return f"Error: each template must contain {PLACEHOLDER}, where the class name goes."
         if not classes:
             return "Error: give at least one class name."
         try:
-            self.prompts = self.app.encode(template, classes)
+            self.prompts = self.app.encode(templates, classes)
         except ValueError as err:
             return f"Error: {err}"
         self.report = anchor_report(self.prompts, self.app.default_prompts)
         self.album.rescore(self.prompts)
         self.version += 1
-        return f"Applied: {len(classes)} classes, template “{html.escape(template)}”."
+        if len(templates) == 1:
+            return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”."
+        return f"Applied: {len(classes)} classes, {len(templates)} templates averaged."
 
     def reset_prompts(self) -> None:
         self.prompts = self.app.default_prompts
