@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--template", action="append",
                    help="score against prompts from this template instead of the checkpoint's own (repeat to "
                         "average several; 'paper': the paper's 9), e.g. to measure prompt robustness")
+    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="A",
+                   help="post-hoc logit adjustment: logits - A * log(training class frequency) (default 0: none)")
     p.add_argument("--flip", action="store_true",
                    help="test-time augmentation: average each face with its mirror image (twice the cost)")
     p.add_argument("--device", default="cpu")
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
             rec.set_prompts(template=[t for a in args.template for t in (PAPER_TEMPLATES if a == "paper" else [a])])
         classes = args.classes.split(",") if args.classes else None
         metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split,
-                           flip=args.flip)
+                           flip=args.flip, logit_adjust=args.logit_adjust)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -130,3 +130,10 @@ def anchor_report(prompts: Prompts, trained: Prompts) -> AnchorReport:
         warnings.append(f"The trained classes moved (mean cosine {np.mean(own):.2f} to their trained anchors): the "
                         f"model was trained on “{trained.template}”; accuracy may drop.")
     return AnchorReport(tuple(rows), tuple(warnings))
+
+
+def logit_adjust(probs: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): softmax(logits - strength * log prior),
+    computed from probabilities [N, K] and the training class frequencies ``prior`` [K]."""
+    adjusted = np.asarray(probs, np.float64) * np.asarray(prior, np.float64) ** -strength
+    return (adjusted / adjusted.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -37,3 +37,15 @@ def test_a_template_that_moves_the_trained_anchors_far_is_a_warning():
     assert len(report.warnings) == 1 and "trained on “A photo of a [CLS] face.”" in report.warnings[0]
     slightly = prompts(TRAINED, np.eye(3) + 0.1, "[CLS]")
     assert anchor_report(slightly, trained).warnings == ()
+
+
+def test_logit_adjustment_is_softmax_of_logits_minus_strength_times_log_prior():
+    from kefer.scoring import logit_adjust
+
+    logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, 0.2]])
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    prior = np.array([0.7, 0.2, 0.1])
+    expected = np.exp(logits - 0.5 * np.log(prior))
+    np.testing.assert_allclose(logit_adjust(probs, prior, 0.5), expected / expected.sum(1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(logit_adjust(probs, prior, 0.0), probs, atol=1e-6)
+    assert probs[0].argmax() == 0 and logit_adjust(probs, prior, 1.0)[0].argmax() == 1   # a rarer class wins
