@@ -13,7 +13,6 @@ the ``kefer analyze`` command line and ``Recognizer.analyze`` are views on this 
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ import numpy as np
 from .faces import (MAX_SIDE, Face, FaceDetector, FaceTracker, ImageError, limit_size, read_image, to_rgb,
                     whole_image_face)
 from .scoring import Prompts, l2_normalise
-
-log = logging.getLogger(__name__)
 
 PHOTO_SIDE = 1280      # still images are searched at up to this many pixels per side ...
 PHOTO_MIN_FACE = 20    # ... for faces of at least this many pixels there (small faces in group photos)

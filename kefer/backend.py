@@ -1,8 +1,9 @@
 """Inference backends: the encoder and projection, images [N, 3, S, S] -> representations f [N, d].
 
 ``TorchBackend`` runs the KEFERModel itself (any device, the fallback). ``OnnxBackend`` runs an
-ONNX export of it with ONNX Runtime on the CPU: the same outputs, about 3x faster on 2 cores, and
-an int8 variant (``kefer.quantize``) faster still. A kefer ONNX file carries what inference needs
+ONNX export of it with ONNX Runtime on the CPU: the same outputs, 2.4x faster for ``accurate``
+on this project's 2 cores (``benchmarks/bench_frame.py``), and an int8 variant (``kefer.quantize``)
+faster still. A kefer ONNX file carries what inference needs
 besides the network (classes, prompts, text embeddings, metrics: the checkpoint's metadata), so a
 model loaded from one can still be re-prompted.
 
@@ -85,19 +86,9 @@ def _decode_tensor(s: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(d["data"]), "<f4").reshape(d["shape"]).copy())
 
 
-class _Features(torch.nn.Module):
-    """What is exported: images [N, 3, S, S] -> f = proj(encoder(x)) [N, d]."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)
-
-
 def export_onnx(model, meta: dict, dest: str | Path, source_sha256: str = "") -> Path:
-    """Write ``model``'s encoder + projection as ONNX (dynamic batch axis, opset 17) with ``meta``
+    """Write a KEFERModel's forward, images [N, 3, S, S] -> f = proj(encoder(x)) [N, d], as ONNX
+    (dynamic batch axis, opset 17) with ``meta``
     and the extra tensors (text embeddings, classifier head) in its metadata; atomically."""
     import onnx
 
@@ -108,7 +99,7 @@ def export_onnx(model, meta: dict, dest: str | Path, source_sha256: str = "") ->
     dummy = torch.zeros(2, 3, size, size)
 
     def write(tmp):
-        torch.onnx.export(_Features(model), (dummy,), str(tmp), dynamo=False, opset_version=OPSET,
+        torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=OPSET,
                           input_names=["image"], output_names=["features"],
                           dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}})
         proto = onnx.load(str(tmp))
@@ -166,7 +157,8 @@ def read_onnx_meta(path: str | Path) -> tuple[dict, dict, dict]:
 
 def cached_onnx(checkpoint: str | Path, model, meta: dict) -> Path:
     """The fp32 ONNX export of a .safetensors checkpoint, written on first use into
-    ``$KEFER_CACHE/onnx/<name>-<sha256[:16]>.onnx`` (a few seconds) and reused after."""
+    ``$KEFER_CACHE/onnx/<name>-<sha256[:16]>-<ONNX_FORMAT>.onnx`` (a few seconds) and reused after
+    (a cached file that does not read back as this checkpoint's export is written again)."""
     digest = sha256(checkpoint)
     dest = cache_dir() / "onnx" / f"{Path(checkpoint).stem}-{digest[:16]}-{ONNX_FORMAT}.onnx"
     if dest.is_file():

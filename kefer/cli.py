@@ -148,7 +148,10 @@ def analyze(args) -> int:
             except ImageError as err:
                 failed.append(str(err))
             else:
-                (rows.add(str(path), 0, 0.0, faces) if faces else no_face.append(str(path)))
+                if faces:
+                    rows.add(str(path), 0, 0.0, faces)
+                else:
+                    no_face.append(str(path))
             rows.flush()
             bar.update()
         for path in inputs.videos:
