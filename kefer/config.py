@@ -51,6 +51,9 @@ class Config:
     balance: str = field(default="none", metadata=flag(
         "oversample: draw training images class-balanced (the paper's AffectNet recipe)",
         choices=["none", "oversample"]))
+    ce_adjust: float = field(default=0.0, metadata=flag(
+        "logit-adjusted cross-entropy (Menon et al., ICLR 2021): add A * log(training class frequency) to the "
+        "logits of L_ce (and of the classifier baseline); 1 is the balanced softmax, 0 the paper", metavar="A"))
     labels: str = field(default="majority", metadata=flag(
         "FER+ training targets: majority labels (the paper) or the 10 annotators' vote distribution for the "
         "cross-entropy term; validation and test stay majority-labelled", choices=["majority", "votes"]))
@@ -74,6 +77,10 @@ class Config:
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE], metadata=flag(
         "prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9",
         name="template", action="append", then=_templates))
+    template_sampling: str = field(default="mean", metadata=flag(
+        "mean: train against the --template embeddings averaged per class (METHOD.md); batch: text "
+        "augmentation, one of them drawn at random for each training batch; inference uses the mean either way",
+        choices=["mean", "batch"]))
     # losses: a Table 2 row, e.g. "classifier", "ce", "ce,t", "ce,sc", "ce,t,sc", "ce,t,infonce"
     losses: str = field(default="ce,t,sc", metadata=flag("classifier | ce | ce,t | ce,sc | ce,t,sc | ce,t,infonce"))
     lambdas: dict = field(default_factory=dict, metadata=flag(   # unnamed terms weigh 1

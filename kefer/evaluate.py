@@ -10,7 +10,9 @@ import sys
 
 from .train.evaluate import evaluate
 from .recognizer import load
-from .text import PAPER_TEMPLATES
+from .text import HELD_OUT_TEMPLATES, PAPER_TEMPLATES
+
+TEMPLATE_SETS = {"paper": PAPER_TEMPLATES, "held-out": HELD_OUT_TEMPLATES}
 
 
 def main(argv=None) -> int:
@@ -25,7 +27,10 @@ def main(argv=None) -> int:
     p.add_argument("--plots", help="folder for confusion_matrix.png and tsne.png")
     p.add_argument("--template", action="append",
                    help="score against prompts from this template instead of the checkpoint's own (repeat to "
-                        "average several; 'paper': the paper's 9), e.g. to measure prompt robustness")
+                        "average several; 'paper': the paper's 9; 'held-out': kefer's templates that no training uses), e.g. to "
+                        "measure prompt robustness")
+    p.add_argument("--add-class", action="append", default=[], metavar="NAME",
+                   help="add a class the model was not trained on, by its text alone (zero-shot; repeatable)")
     p.add_argument("--logit-adjust", type=float, default=0.0, metavar="A",
                    help="post-hoc logit adjustment: logits - A * log(training class frequency) (default 0: none)")
     p.add_argument("--flip", action="store_true",
@@ -35,8 +40,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         rec = load(args.checkpoint, device=args.device)
-        if args.template:
-            rec.set_prompts(template=[t for a in args.template for t in (PAPER_TEMPLATES if a == "paper" else [a])])
+        if args.template or args.add_class:
+            templates = [t for a in args.template or [] for t in TEMPLATE_SETS.get(a, [a])] or None
+            rec.set_prompts(template=templates, classes=rec.classes + args.add_class)
         classes = args.classes.split(",") if args.classes else None
         metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split,
                            flip=args.flip, logit_adjust=args.logit_adjust)

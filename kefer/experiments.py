@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -37,6 +38,10 @@ CPU = ["--preset", "cpu"]                       # ResNet-18 from scratch, 64 px,
 ENCODERS = ["--preset", "paper-r18", "--img-size", "112", "--text-encoder", "minilm", "--epochs", "20"]
 # ^ the paper's optimiser recipe (lr 2e-3, batch 64), 112 px, 20 epochs
 
+FACENET = ENCODERS + ["--encoder", "facenet-casia"]
+FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+ZERO_SHOT_CLASSES = ["fear", "contempt"]
+
 ROWS: dict[str, list[str]] = {
     "classifier": CPU + ["--losses", "classifier"],
     "ce": CPU + ["--losses", "ce"],
@@ -56,7 +61,18 @@ ROWS: dict[str, list[str]] = {
     "enc-facenet-bn-train": ENCODERS + ["--encoder", "facenet-casia", "--batchnorm", "train"],
     "enc-facenet-classifier": ENCODERS + ["--encoder", "facenet-casia", "--losses", "classifier"],
     "fast": CPU + ["--epochs", "40"],
+    # with the face-pretrained encoder: Table 2's rows, Table 1's controls, balance, zero-shot classes
+    **{f"enc-facenet-{name}": FACENET + ["--losses", losses]
+       for name, losses in (("ce", "ce"), ("ce+t", "ce,t"), ("ce+sc", "ce,sc"))},
+    "enc-facenet-orthogonal": FACENET + ["--text-encoder", "orthogonal"],
+    "enc-facenet-clip-random": FACENET + ["--text-encoder", "clip:ViT-B-16/random"],
+    "enc-facenet-mpnet": FACENET + ["--text-encoder", "mpnet"],
+    "enc-facenet-balanced-softmax": FACENET + ["--ce-adjust", "1"],
+    "enc-facenet-oversample": FACENET + ["--balance", "oversample"],
+    **{f"zs-{c}{suffix}": FACENET + ["--classes", ",".join(k for k in FERPLUS_CLASSES if k != c), *flags]
+       for c in ZERO_SHOT_CLASSES for suffix, flags in (("", []), ("-orthogonal", ["--text-encoder", "orthogonal"]))},
 }
+ZERO_SHOT = {row: row.split("-")[1] for row in ROWS if row.startswith("zs-")}  # row -> the class it leaves out
 EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "table2": ("Loss ablation (paper Table 2)", ["classifier", "ce", "ce+t", "ce+sc", "full"]),
     "contrast": ("Self-contrast vs InfoNCE (paper Fig. 4)", ["full", "full-pairwise", "ce+t+infonce"]),
@@ -72,6 +88,13 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "labels": ("FER+ majority labels vs annotator vote distributions, face-pretrained encoder",
                ["enc-facenet", "enc-facenet-votes"]),
     "models": ("Shipped models", ["fast", "enc-facenet"]),
+    "table1-facenet": ("Losses and text encoders vs fixed prototypes, face-pretrained encoder (paper Tables 1 and 2)",
+                       ["enc-facenet-classifier", "enc-facenet-ce", "enc-facenet-ce+t", "enc-facenet-ce+sc",
+                        "enc-facenet", "enc-facenet-orthogonal", "enc-facenet-clip-random", "enc-facenet-mpnet"]),
+    "balance": ("Training for rare classes, face-pretrained encoder",
+                ["enc-facenet", "enc-facenet-votes", "enc-facenet-oversample", "enc-facenet-balanced-softmax"]),
+    "zero-shot": ("A class left out of training, added back by its text alone (face-pretrained encoder)",
+                  list(ZERO_SHOT)),
 }
 # A scale shrinks every run the same way, so that a 2-core CPU can run the seeds of an experiment.
 # Rows on the ResNet-18 `cpu` preset and the 112-px encoder rows shrink differently.
@@ -82,6 +105,13 @@ SCALES: dict[str, dict[str, list[str]]] = {
 }
 CKPLUS_CLASSES = "neutral,happiness,surprise,sadness,anger,disgust,fear"
 PLOTTED = {"classifier", "full", "enc-facenet-classifier", "enc-facenet"}  # seed 0 keeps its plots
+
+
+def evaluate_command(row: str, out: Path, dataset: str, classes: str, output: Path, device: str) -> list[str]:
+    """``kefer.evaluate`` of a run's best checkpoint; a zero-shot row adds its left-out class back by text."""
+    added = ["--add-class", ZERO_SHOT[row]] if row in ZERO_SHOT else []
+    return [sys.executable, "-m", "kefer.evaluate", "--checkpoint", str(out), "--dataset", dataset,
+            "--classes", classes, *added, "--device", device, "--output", str(output)]
 
 
 def rows_of(experiments: list[str]) -> list[str]:
@@ -98,8 +128,10 @@ def train_command(row: str, seed: int, scale: str, out: Path, extra: list[str]) 
             "--output", str(out), *plots, *extra]
 
 
-def run_one(row: str, seed: int, scale: str, root: Path, extra: list[str], device: str) -> str:
-    """Train (unless done) and evaluate on CK+ one (row, seed); returns a one-line status."""
+def run_one(row: str, seed: int, scale: str, root: Path, extra: list[str], device: str,
+            env: dict | None = None) -> str:
+    """Train (unless done) and evaluate on CK+ one (row, seed) with environment ``env``; returns a
+    one-line status."""
     out = root / scale / row / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -108,13 +140,16 @@ def run_one(row: str, seed: int, scale: str, root: Path, extra: list[str], devic
             cmd = train_command(row, seed, scale, out, extra)
             (out / "command.txt").write_text(" ".join(cmd[1:]) + "\n")
             resume = ["--resume"] if (out / "last.pt").exists() else []
-            if subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT) != 0:
+            if subprocess.call(cmd + resume, stdout=log, stderr=subprocess.STDOUT, env=env) != 0:
                 return f"{row} seed {seed}: training FAILED, see {out / 'log.txt'}"
-        if not (out / "ckplus.json").exists():
-            cmd = [sys.executable, "-m", "kefer.evaluate", "--checkpoint", str(out), "--dataset", "ckplus",
-                   "--classes", CKPLUS_CLASSES, "--device", device, "--output", str(out / "ckplus.json")]
-            if subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT) != 0:
-                return f"{row} seed {seed}: CK+ evaluation failed, see {out / 'log.txt'}"
+        evaluations = [("ckplus", CKPLUS_CLASSES, out / "ckplus.json")]
+        if row in ZERO_SHOT:  # all 8 FER+ test classes, the left-out one scored by its text alone
+            evaluations.append(("ferplus", ",".join(FERPLUS_CLASSES), out / "zero_shot.json"))
+        for dataset, classes, output in evaluations:
+            if not output.exists():
+                cmd = evaluate_command(row, out, dataset, classes, output, device)
+                if subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT, env=env) != 0:
+                    return f"{row} seed {seed}: {output.name} evaluation failed, see {out / 'log.txt'}"
     metrics = json.loads((out / "metrics.json").read_text())
     return f"{row} seed {seed}: test {metrics['test_accuracy']:.4f} ({time.time() - t0:.0f} s)"
 
@@ -130,14 +165,17 @@ def run(experiments: list[str], seeds: list[int], scale: str, root: Path, parall
             raise SystemExit(f"--only {unknown}: not rows of {experiments}")
         rows = [r for r in rows if r in only]
     jobs = [(row, seed) for seed in seeds for row in rows]
+    # Runs side by side share the cores: more threads than cores makes every run several times slower.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // parallel))
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
     start = time.time()
-    log.info(f"{len(jobs)} runs ({scale} scale) into {root / scale}, {parallel} at a time")
+    log.info(f"{len(jobs)} runs ({scale} scale) into {root / scale}, {parallel} at a time, {threads} threads each")
 
     def job(args):
         done = (root / scale / args[0] / f"seed{args[1]}" / "ckplus.json").exists()
         if deadline is not None and time.time() - start > deadline * 60 and not done:
             return f"{args[0]} seed {args[1]}: not started (deadline)"
-        return run_one(*args, scale, root, extra, device)
+        return run_one(*args, scale, root, extra, device, env)
 
     with ThreadPoolExecutor(parallel) as pool:
         for i, status in enumerate(pool.map(job, jobs)):
@@ -164,6 +202,8 @@ def collect(root: Path, raw: Path) -> int:
             "history": history,
             "train_seconds": sum(float(r["seconds"]) for r in history),
         }
+        if (run_dir / "zero_shot.json").exists():
+            record["zero_shot"] = json.loads((run_dir / "zero_shot.json").read_text())
         raw.mkdir(parents=True, exist_ok=True)
         stem = f"{record['scale']}-{record['row']}-seed{record['seed']}"
         (raw / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -228,6 +268,84 @@ def table(name: str, scale: str, by_row: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def where_left_out_goes(record: dict) -> tuple[str, float, np.ndarray, list[str]]:
+    """(left-out class, its recall, share of its test images per predicted class [K], classes) of a
+    zero-shot run's all-class FER+ test evaluation."""
+    zs = record["zero_shot"]
+    name = ZERO_SHOT[record["row"]]
+    k = zs["classes"].index(name)
+    row = np.asarray(zs["confusion_matrix"][k], dtype=float)
+    return name, row[k] / row.sum(), row / row.sum(), zs["classes"]
+
+
+def zero_shot_table(scale: str, by_row: dict[str, list[dict]]) -> str:
+    lines = [f"**{EXPERIMENTS['zero-shot'][0]}**, {scale} scale (`python -m kefer.experiments run zero-shot --scale "
+             f"{scale}`): trained on FER+ without one class (its images dropped), then tested on all 8 FER+ test "
+             "classes with that class added back by its prompt alone (`kefer.evaluate --add-class`).", "",
+             "| row | text | seeds | left-out class | its recall (zero-shot) | chance | where its images go "
+             "(mean share) | FER+ test, 8 classes | FER+ test, the 7 trained |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in EXPERIMENTS["zero-shot"][1]:
+        records = [r for r in by_row.get(row, []) if "zero_shot" in r]
+        if not records:
+            lines.append(f"| {row} | | 0 | {ZERO_SHOT[row]} | not run | | | | |")
+            continue
+        parts = [where_left_out_goes(r) for r in records]
+        name, classes = parts[0][0], parts[0][3]
+        share = np.mean([p[2] for p in parts], axis=0)
+        top = ", ".join(f"{classes[i]} {100 * share[i]:.0f}%" for i in np.argsort(-share, kind="stable")[:3])
+        recall = [p[1] for p in parts]
+        text = "orthogonal" if "orthogonal" in ROWS[row] else "minilm"
+        lines.append(
+            f"| {row} | {text} | {len(records)} | {name} | {fmt(*summary(recall))} "
+            f"| {100 / len(classes):.1f} | {top} | "
+            f"{fmt(*summary([r['zero_shot']['test_accuracy'] for r in records]))} | "
+            f"{fmt(*summary([r['ferplus']['test_accuracy'] for r in records]))} |")
+    return "\n".join(lines)
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    """(mean, standard deviation with ddof=1, nan for one value)"""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def plot_zero_shot(scale: str, by_row: dict[str, list[dict]], path: Path) -> None:
+    """Left: the left-out class's zero-shot recall per row (seeds as dots, chance dashed). Right:
+    where that class's test images go, mean share per predicted class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in EXPERIMENTS["zero-shot"][1] if any("zero_shot" in x for x in by_row.get(r, []))]
+    if not rows:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    shares = {}
+    for i, row in enumerate(rows):
+        parts = [where_left_out_goes(r) for r in by_row[row] if "zero_shot" in r]
+        recall = [100 * p[1] for p in parts]
+        left.bar(i, np.mean(recall), color="#8fb3d9" if "orthogonal" not in row else "#d9a38f")
+        left.scatter([i] * len(recall), recall, color="k", s=12, zorder=3)
+        shares[row], classes = np.mean([p[2] for p in parts], axis=0), parts[0][3]
+    left.axhline(100 / len(classes), ls="--", color="grey", label="chance (1/8)")
+    left.set_xticks(range(len(rows)), rows, rotation=20, ha="right")
+    left.set_ylabel("recall of the left-out class (%)")
+    left.set_title("Zero-shot recall, FER+ test")
+    left.legend()
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        right.bar(np.arange(len(classes)) + i * width, 100 * shares[row], width, label=row)
+    right.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=30, ha="right")
+    right.set_ylabel("share of the left-out class's test images (%)")
+    right.set_title("Where the left-out class's images go")
+    right.legend(fontsize=8)
+    fig.suptitle(f"{EXPERIMENTS['zero-shot'][0]}, {scale} scale")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_experiment(name: str, scale: str, by_row: dict[str, list[dict]], path: Path) -> None:
     """Bars: mean FER+ test accuracy per row with every seed as a dot; CK+ beside it."""
     import matplotlib
@@ -257,6 +375,16 @@ def plot_experiment(name: str, scale: str, by_row: dict[str, list[dict]], path: 
     plt.close(fig)
 
 
+def between_markers(text: str, key: str, body: str) -> str:
+    """``text`` with what stands between ``<!-- table:key -->`` and ``<!-- /table:key -->`` replaced by
+    ``body``; unchanged where the markers are absent."""
+    begin, end = f"<!-- table:{key} -->", f"<!-- /table:{key} -->"
+    if begin not in text or end not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+
+
 def report(root: Path, out: Path, results_md: Path) -> None:
     """Collect finished runs, then rebuild tables (in ``results_md`` between markers), CSV and plots."""
     raw = out / "raw"
@@ -276,12 +404,11 @@ def report(root: Path, out: Path, results_md: Path) -> None:
                                 r["ckplus"]["test_mean_accuracy"], r["train_seconds"]])
     text = results_md.read_text() if results_md.exists() else ""
     for scale, by_row in scales.items():
+        plot_zero_shot(scale, by_row, out / f"{scale}-zero-shot-recall.png")
+        text = between_markers(text, f"zero-shot-recall:{scale}", zero_shot_table(scale, by_row))
         for name in EXPERIMENTS:
             plot_experiment(name, scale, by_row, out / f"{scale}-{name}.png")
-            begin, end = f"<!-- table:{name}:{scale} -->", f"<!-- /table:{name}:{scale} -->"
-            if begin in text and end in text:
-                head, rest = text.split(begin, 1)
-                text = head + begin + "\n" + table(name, scale, by_row) + "\n" + end + rest.split(end, 1)[1]
+            text = between_markers(text, f"{name}:{scale}", table(name, scale, by_row))
     if text:
         results_md.write_text(text)
     log.info(f"tables in {results_md}, plots and runs.csv in {out}")

@@ -20,9 +20,11 @@ def similarity(f: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return F.normalize(f, dim=-1) @ F.normalize(text, dim=-1).T
 
 
-def knowledge_ce(f, text, y, tau: float = TAU) -> torch.Tensor:
-    """Eq. 5: cross-entropy over softmax(cos(f, t_k) / tau); ``y`` [B] classes or [B, K] distributions."""
-    return F.cross_entropy(similarity(f, text) / tau, y)
+def knowledge_ce(f, text, y, tau: float = TAU, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5: cross-entropy over softmax(cos(f, t_k) / tau); ``y`` [B] classes or [B, K] distributions.
+    ``offset`` [K] is added to the logits during training only (logit-adjusted loss)."""
+    logits = similarity(f, text) / tau
+    return F.cross_entropy(logits if offset is None else logits + offset, y)
 
 
 def transformation_loss(f, n, text, y, nu: int) -> torch.Tensor:
@@ -66,6 +68,19 @@ def info_nce(f, n, text, y, nu: int, tau: float = TAU) -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=f.device))
 
 
+def prior_offset(targets, num_classes: int, strength: float) -> torch.Tensor | None:
+    """[K] logit offsets ``strength * log(class frequency)`` of training ``targets`` [N] for the
+    logit-adjusted cross-entropy (Menon et al., ICLR 2021; strength 1 is the balanced softmax of
+    Ren et al., 2020): frequent classes must win by a larger margin, so rare ones are not drowned.
+    None for strength 0. ValueError if a class has no training image."""
+    if not strength:
+        return None
+    counts = torch.bincount(torch.as_tensor(targets), minlength=num_classes).double()
+    if (counts == 0).any():
+        raise ValueError(f"--ce-adjust needs every class in the training set; counts {counts.long().tolist()}")
+    return (strength * torch.log(counts / counts.sum())).float()
+
+
 @dataclass
 class LossConfig:
     """Which terms are on (a Table 2 row) and their weights."""
@@ -74,6 +89,7 @@ class LossConfig:
     weights: dict | None = None
     sc_form: str = "per-sample"
     tau: float = TAU
+    logit_offset: torch.Tensor | None = None   # [K], added to the cross-entropy logits (``prior_offset``)
 
     def __post_init__(self):
         unknown = set(self.terms) - set(TERMS)
@@ -103,9 +119,10 @@ def total_loss(cfg: LossConfig, f, text, y, nu: int | None, transform=None, head
     parts = {}
     target = y if soft is None else soft
     if "classifier" in cfg.terms:
-        parts["classifier"] = F.cross_entropy(head(f), target)
+        out = head(f)
+        parts["classifier"] = F.cross_entropy(out if cfg.logit_offset is None else out + cfg.logit_offset, target)
     if "ce" in cfg.terms:
-        parts["ce"] = knowledge_ce(f, text, target, cfg.tau)
+        parts["ce"] = knowledge_ce(f, text, target, cfg.tau, cfg.logit_offset)
     if cfg.needs_neutral:
         n = transform(f)
         if "t" in cfg.terms:

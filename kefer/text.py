@@ -44,6 +44,14 @@ PAPER_TEMPLATES = [
     "A photo of a person with a [CLS] expression on the face.",
     DEFAULT_TEMPLATE,
 ]
+# Never used for training (``--template`` takes the paper's): they measure how a model trained on some
+# templates copes with wordings it has never seen.
+HELD_OUT_TEMPLATES = [
+    "A face showing [CLS].",
+    "A portrait that expresses [CLS].",
+    "An image of [CLS] on a human face.",
+    "Someone whose face shows [CLS].",
+]
 DEFAULT_CLIP = "clip:ViT-B-16/openai"
 
 

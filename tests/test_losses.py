@@ -103,3 +103,30 @@ def test_soft_targets_change_only_the_cross_entropy_terms():
 def test_bad_loss_combinations_are_rejected(terms):
     with pytest.raises(ValueError):
         LossConfig(terms)
+
+
+def test_prior_offset_is_the_scaled_log_frequency():
+    from kefer.losses import prior_offset
+
+    offset = prior_offset([0, 0, 0, 1], 2, 0.5)
+    torch.testing.assert_close(offset, 0.5 * torch.log(torch.tensor([0.75, 0.25])))
+    assert prior_offset([0, 1], 2, 0.0) is None
+    with pytest.raises(ValueError, match="every class"):
+        prior_offset([0, 0], 2, 1.0)
+
+
+def test_logit_adjusted_ce_asks_frequent_classes_for_a_larger_margin():
+    """Adding log prior to the logits: a sample of the rare class costs more, a frequent one less,
+    and a uniform offset changes nothing (softmax is shift-invariant)."""
+    torch.manual_seed(0)
+    f, text = torch.randn(6, 8), torch.randn(2, 8)
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    offset = torch.log(torch.tensor([0.9, 0.1]))
+    plain = knowledge_ce(f, text, y)
+    torch.testing.assert_close(knowledge_ce(f, text, y, offset=torch.full((2,), -3.0)), plain)
+    rare = y == 1
+    adjusted = F.cross_entropy(similarity(f, text) / TAU + offset, y, reduction="none")
+    raw = F.cross_entropy(similarity(f, text) / TAU, y, reduction="none")
+    assert (adjusted[rare] >= raw[rare]).all() and (adjusted[~rare] <= raw[~rare]).all()
+    cfg = LossConfig(("ce",), logit_offset=offset)
+    torch.testing.assert_close(total_loss(cfg, f, text, y, None)[0], adjusted.mean())

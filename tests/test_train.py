@@ -398,3 +398,58 @@ def test_train_flags_are_the_config_fields():
         p.parse_args(["--balance", "smote"])
     flags = {a.dest for a in p._actions if a.dest != "help"}
     assert flags <= {f for f in Config.__dataclass_fields__} and "momentum" not in flags
+
+
+def test_text_augmentation_draws_a_template_per_batch(tiny_folder, tmp_path):
+    """--template-sampling batch trains against each template's own anchors in turn (a different run
+    from their mean), keeps the mean as the model's anchors, and needs several templates."""
+    import torch
+    from kefer.text import class_embeddings
+
+    templates = ["--template", "This person is [CLS].", "--template", "A photo of a [CLS] face."]
+    runs = {}
+    for sampling in ("mean", "batch"):
+        out = tmp_path / sampling
+        r = run_cli("train.py", *tiny_run(tiny_folder, out, 1), *templates, "--template-sampling", sampling,
+                    "--ce-adjust", "1")
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[sampling] = out
+    assert history(runs["mean"])[0]["loss"] != history(runs["batch"])[0]["loss"]
+    rec = kefer.load(runs["batch"], backend="torch")
+    mean, _, _ = class_embeddings("orthogonal", rec.classes, ["This person is [CLS].", "A photo of a [CLS] face."])
+    torch.testing.assert_close(torch.from_numpy(rec.text_embeddings), mean)
+    r = run_cli("train.py", *tiny_run(tiny_folder, tmp_path / "one", 1), "--template-sampling", "batch")
+    assert r.returncode != 0 and "more than once" in r.stderr
+
+
+def test_a_class_left_out_of_training_is_added_back_by_text(tiny_folder, tmp_path):
+    """Trained on 2 of 3 classes, evaluated on all 3 with the third added by its prompt alone:
+    the trained anchors stay as trained (orthogonal prototypes too) and the third class is scored."""
+    out = tmp_path / "zs"
+    r = run_cli("train.py", *tiny_run(tiny_folder, out, 1), "--classes", "neutral,happiness")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(out), "--dataset", "folder", "--data-root",
+                str(tiny_folder), "--add-class", "surprise", "--output", str(tmp_path / "zs.json"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((tmp_path / "zs.json").read_text())
+    assert metrics["classes"] == ["neutral", "happiness", "surprise"] and metrics["n"] == 24
+    rec = kefer.load(out, backend="torch")
+    trained = rec.text_embeddings
+    rec.set_prompts(classes=rec.classes + ["surprise"])
+    np.testing.assert_allclose(rec.prompts.anchors[:2], trained, atol=1e-6)
+    assert rec.prompts.zero_shot == ("surprise",)
+
+
+def test_zero_shot_report_reads_where_the_left_out_class_goes():
+    from kefer import experiments
+
+    classes = experiments.FERPLUS_CLASSES
+    cm = np.eye(8, dtype=int) * 10
+    cm[6] = [5, 0, 2, 1, 0, 0, 2, 0]   # fear: 2 of 10 recalled, half read as neutral
+    record = {"row": "zs-fear", "zero_shot": {"classes": classes, "confusion_matrix": cm.tolist(),
+                                              "test_accuracy": 0.9}, "ferplus": {"test_accuracy": 0.95}}
+    name, recall, share, _ = experiments.where_left_out_goes(record)
+    assert name == "fear" and recall == pytest.approx(0.2) and share[0] == pytest.approx(0.5)
+    table = experiments.zero_shot_table("small", {"zs-fear": [record, record]})
+    assert "| zs-fear | minilm | 2 | fear | 20.00 ± 0.00 | 12.5 | neutral 50%, surprise 20%, fear 20% |" in table
+    assert "| zs-contempt | | 0 | contempt | not run |" in table

@@ -23,7 +23,7 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import eval_transform, train_transform
 from ..data.vocab import neutral_index
-from ..losses import LossConfig
+from ..losses import LossConfig, prior_offset
 from ..model import KEFERModel, create_visual_encoder
 from ..recognizer import Recognizer, resolve_checkpoint
 from ..text import check_template, class_embeddings
@@ -124,6 +124,7 @@ class Run:
     text: dict          # text_encoder id and prompts, kept in last.pt
     history: list
     best: dict
+    text_pool: torch.Tensor | None = None   # [T, K, d] one anchor set per template (--template-sampling batch)
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch and validate: its history row."""
@@ -132,7 +133,8 @@ class Run:
         self.train_loader.sampler.set_epoch(epoch)
         row.update(train_one_epoch(self.trained, self.train_loader, self.optimizer, self.scheduler, self.scaler,
                                    self.loss_cfg, self.nu, self.device, self.cfg.amp,
-                                   desc=f"epoch {epoch + 1}/{self.cfg.epochs}"))
+                                   desc=f"epoch {epoch + 1}/{self.cfg.epochs}", text_pool=self.text_pool,
+                                   pool_seed=self.cfg.seed * 100_003 + epoch))
         logits, _, labels = infer(self.model, self.val_loader, self.device, self.cfg.amp, desc="val")
         row["val_accuracy"] = float((logits.argmax(1) == labels).float().mean())
         row["seconds"] = round(time.time() - t0, 1)
@@ -181,20 +183,34 @@ def class_text(cfg: Config, loss_cfg: LossConfig, classes: list[str], state: dic
     return text, text_id, prompts
 
 
+def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torch.Tensor | None:
+    """[T, K, d]: the class text embeddings of each ``--template`` alone, for text augmentation
+    (``--template-sampling batch``); None otherwise."""
+    if cfg.template_sampling == "mean" or "classifier" in loss_cfg.terms:
+        return None
+    if len(cfg.templates) < 2:
+        raise ValueError("--template-sampling batch draws among several templates; give --template more than once "
+                         "(or --template paper).")
+    return torch.stack([class_embeddings(cfg.text_encoder, classes, [t])[0] for t in cfg.templates])
+
+
 def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None) -> Run:
     """Data, model, optimiser and schedule of a run; from ``state`` (last.pt) when resuming."""
     seed_everything(cfg.seed + dist.rank())
-    loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form)
     for template in cfg.templates:
         check_template(template)
     encoder = create_visual_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
                             **cfg.encoder_kwargs)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
+    offset = prior_offset(train_set.targets, len(classes), cfg.ce_adjust)
+    loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form,
+                          logit_offset=None if offset is None else offset.to(device))
     nu = neutral_index(classes)
     if loss_cfg.needs_neutral and nu is None:
         raise ValueError(f"Losses {cfg.losses!r} need a 'neutral' class; {cfg.dataset} has {classes}.")
     text, text_id, prompts = class_text(cfg, loss_cfg, classes, state)
+    pool = template_pool(cfg, loss_cfg, classes)
     model = KEFERModel(encoder, len(classes), text)
     if cfg.init and state is None:
         init_from_checkpoint(model, cfg, text_id)
@@ -227,7 +243,8 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
              + (f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""))
     return Run(cfg, output, device, model, trained, train_loader, val_loader, optimizer, scheduler, scaler,
                loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts),
-               {"text_encoder": text_id, "prompts": prompts}, history, best)
+               {"text_encoder": text_id, "prompts": prompts}, history, best,
+               None if pool is None else pool.to(device))
 
 
 def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:

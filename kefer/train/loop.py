@@ -56,10 +56,12 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_cfg: LossConfig, nu: int | None,
-               device: torch.device, amp: bool) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+               device: torch.device, amp: bool, text: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
     """One optimiser step on images x [B, 3, H, W] with labels y: class indices [B] or
     distributions [B, K] (``--labels votes``), whose argmax is the class. ``model`` may be wrapped
-    in DistributedDataParallel. Returns (loss, its terms, f [B, d] in fp32, class indices [B])."""
+    in DistributedDataParallel. ``text`` [K, d]: this step's class anchors (default: the model's).
+    Returns (loss, its terms, f [B, d] in fp32, class indices [B])."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
     x, y = to_device(x, device), y.to(device, non_blocking=True)
     soft = y if y.is_floating_point() else None
@@ -68,7 +70,7 @@ def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_
     with autocast(device, amp):
         f = model(x)
     f = f.float()
-    loss, parts = total_loss(loss_cfg, f, core.text, y, nu, transform=core.transform, head=core.head, soft=soft)
+    loss, parts = total_loss(loss_cfg, f, core.text if text is None else text, y, nu, transform=core.transform, head=core.head, soft=soft)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"Loss became {loss.item()} (terms {parts}); lower --lr?")
     optimizer.zero_grad(set_to_none=True)
@@ -79,15 +81,21 @@ def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossConfig, nu, device,
-                    amp: bool, desc: str) -> dict:
+                    amp: bool, desc: str, text_pool: torch.Tensor | None = None, pool_seed: int = 0) -> dict:
     """One pass of ``train_step`` over ``loader``, the scheduler stepped after each. Returns the
-    mean of each loss term, 'loss' and 'train_accuracy' (over all processes)."""
+    mean of each loss term, 'loss' and 'train_accuracy' (over all processes).
+
+    ``text_pool`` [T, K, d]: text augmentation, each batch trained against one of the T anchor
+    sets, drawn with ``pool_seed`` (the same draws on every process and on resume)."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
+    draws = None if text_pool is None else torch.randint(
+        len(text_pool), (len(loader),), generator=torch.Generator().manual_seed(pool_seed)).tolist()
     model.train()
     sums, correct, seen = {}, 0, 0
     bar = tqdm(loader, desc=desc, leave=False, mininterval=1, disable=not dist.is_main())
     for step, (x, y) in enumerate(bar):
-        loss, parts, f, y = train_step(model, x, y, optimizer, scaler, loss_cfg, nu, device, amp)
+        text = None if draws is None else text_pool[draws[step]]
+        loss, parts, f, y = train_step(model, x, y, optimizer, scaler, loss_cfg, nu, device, amp, text)
         scheduler.step()
         with torch.no_grad():
             correct += (core.logits(f).argmax(1) == y).sum()
