@@ -26,15 +26,18 @@ def main(argv=None) -> int:
     p.add_argument("--template", action="append",
                    help="score against prompts from this template instead of the checkpoint's own (repeat to "
                         "average several; 'paper': the paper's 9), e.g. to measure prompt robustness")
-    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="A",
-                   help="post-hoc logit adjustment: logits - A * log(training class frequency) (default 0: none)")
+    p.add_argument("--logit-adjust", type=float, default=None, metavar="A",
+                   help="balance strength (post-hoc logit adjustment): logits - A * log(K * training class "
+                        "frequency); 0: raw scores (default: the strength stored in the checkpoint, if any)")
+    p.add_argument("--no-abstain", action="store_true",
+                   help="ignore the checkpoint's stored abstain margin (no coverage figures)")
     p.add_argument("--flip", action="store_true",
                    help="test-time augmentation: average each face with its mirror image (twice the cost)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="also write the JSON to this file")
     args = p.parse_args(argv)
     try:
-        rec = load(args.checkpoint, device=args.device)
+        rec = load(args.checkpoint, device=args.device, abstain=not args.no_abstain)
         if args.template:
             rec.set_prompts(template=[t for a in args.template for t in (PAPER_TEMPLATES if a == "paper" else [a])])
         classes = args.classes.split(",") if args.classes else None
