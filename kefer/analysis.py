@@ -7,8 +7,9 @@
         frame.index, frame.time, frame.faces
 
 Each face comes back as a ``FaceResult``: box and landmarks in the image's own pixels, the aligned
-crop, its embedding, cosine and probability per class, and its label, all scored by
-``Recognizer.score`` against the caller's prompts (default: the recogniser's). The Gradio app,
+crop, its embedding, cosine and probability per class, its top class and its label ("uncertain"
+where the prompts' operating point abstains on it), all scored by ``Recognizer.score`` against the
+caller's prompts (default: the recogniser's). The Gradio app,
 the ``kefer analyze`` command line and ``Recognizer.analyze`` are views on this module.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from .faces import (MAX_SIDE, Face, FaceDetector, FaceTracker, ImageError, limit_size, read_image, to_rgb,
                     whole_image_face)
+from .operating import UNCERTAIN, margins
 from .scoring import Prompts, l2_normalise
 
 PHOTO_SIDE = 1280      # still images are searched at up to this many pixels per side ...
@@ -34,7 +36,9 @@ STREAM_MIN_FACE = 40
 class FaceResult:
     """One scored face. box [4] x0, y0, x1, y1 and landmarks [5, 2] in the image's own pixels (box
     clipped to the image); crop [S, S, 3] uint8; embedding [d] L2-normalised; cosines and
-    probabilities [K], one per class of ``classes``; track_id stable across a stream's frames."""
+    probabilities [K], one per class of ``classes``; track_id stable across a stream's frames;
+    ``abstain_margin``: the operating point's threshold (None: always answer), below which the
+    face's ``label`` is "uncertain" (its ``top_class`` stays available)."""
 
     box: np.ndarray
     landmarks: np.ndarray
@@ -46,6 +50,7 @@ class FaceResult:
     classes: tuple
     track_id: int = -1
     whole_image: bool = False
+    abstain_margin: float | None = None
 
     @property
     def index(self) -> int:
@@ -53,23 +58,46 @@ class FaceResult:
         return int(np.argmax(self.probabilities))
 
     @property
-    def label(self) -> str:
+    def top_class(self) -> str:
+        """The most probable class, whether or not the face is answered."""
         return self.classes[self.index]
+
+    @property
+    def margin(self) -> float:
+        """Top-1 minus top-2 probability."""
+        return float(margins(self.probabilities))
+
+    @property
+    def uncertain(self) -> bool:
+        """Below the abstain margin: the model does not answer."""
+        return self.abstain_margin is not None and self.margin < self.abstain_margin
+
+    @property
+    def label(self) -> str:
+        """The answer: ``top_class``, or "uncertain" below the abstain margin."""
+        return UNCERTAIN if self.uncertain else self.top_class
 
     @property
     def confidence(self) -> float:
         return float(self.probabilities[self.index])
 
     @property
+    def label_text(self) -> str:
+        """The label shown on its box: 'happiness 0.93', or 'uncertain (happiness 0.41)'."""
+        text = f"{self.top_class} {self.confidence:.2f}"
+        return f"{UNCERTAIN} ({text})" if self.uncertain else text
+
+    @property
     def area(self) -> float:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
     def as_dict(self) -> dict:
-        """Plain values for CSV/JSON: track, box, one probability per class, label, whether the whole
-        image stood in for a face."""
+        """Plain values for CSV/JSON: track, box, one probability per class, label, top class, whether
+        the whole image stood in for a face."""
         row = {"track": self.track_id, **{k: round(float(v), 1) for k, v in zip(("x0", "y0", "x1", "y1"), self.box)}}
         row.update({f"p_{c}": round(float(p), 5) for c, p in zip(self.classes, self.probabilities)})
         row["label"] = self.label
+        row["top_class"] = self.top_class
         row["whole_image"] = self.whole_image
         return row
 
@@ -90,7 +118,7 @@ def score_faces(recognizer, faces: list[Face], features: np.ndarray, prompts: Pr
             box = np.clip(box, 0, [size[1] - 1, size[0] - 1, size[1] - 1, size[0] - 1])
         results.append(FaceResult(box.astype(np.float32), (face.landmarks * scale).astype(np.float32), face.score,
                                   face.crop, embeddings[i], cos[i], probs[i], prompts.classes, face.track_id,
-                                  whole_image=face.whole))
+                                  whole_image=face.whole, abstain_margin=prompts.abstain_margin))
     return results
 
 

@@ -25,12 +25,16 @@ def save_model(path: str | Path, state: dict, meta: dict, half: bool = False) ->
         k: (v.half() if half and v.is_floating_point() and k != "text" else v).detach().cpu().contiguous()
         for k, v in state.items()
     }
+    _write(path, tensors, meta)
+
+
+def _write(path: str | Path, tensors: dict, meta: dict) -> None:
     header = {"format": FORMAT, "kefer": json.dumps(meta)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
-def load_model(path: str | Path) -> tuple[dict, dict]:
-    """(state dict in fp32, metadata) from a file written by ``save_model``."""
+def _read(path: str | Path) -> tuple[dict, dict]:
+    """(state dict as stored, metadata) of a kefer .safetensors file; clear errors otherwise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
@@ -42,8 +46,24 @@ def load_model(path: str | Path) -> tuple[dict, dict]:
         raise ValueError(f"{path} is not a readable safetensors checkpoint: {e}") from e
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a kefer checkpoint (no '{FORMAT}' metadata).")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return state, json.loads(header["kefer"])
+
+
+def load_model(path: str | Path) -> tuple[dict, dict]:
+    """(state dict in fp32, metadata) from a file written by ``save_model``."""
+    state, meta = _read(path)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, meta
+
+
+def read_meta(path: str | Path) -> dict:
+    """The metadata of a file written by ``save_model``."""
+    return _read(path)[1]
+
+
+def update_meta(path: str | Path, meta: dict) -> None:
+    """Replace the metadata of a file written by ``save_model``; its tensors are written back as
+    stored (same dtypes, same bytes)."""
+    _write(path, _read(path)[0], meta)
 
 
 def save_training_state(path: str | Path, state: dict) -> None:

@@ -4,7 +4,9 @@
         --video annotated.mp4 --plot timeline.png --every 3 --model accurate
 
 ``analyze`` takes images, folders (searched recursively) and video files, and writes one row per
-face: source, frame, time, track, box, each class's probability, label. Unsupported files in a
+face: source, frame, time, track, box, each class's probability, label ("uncertain" below the
+model's stored abstain margin), top class. The model's stored operating point applies unless
+``--no-balance`` / ``--no-abstain``. Unsupported files in a
 folder, unreadable images and videos, and corrupt video frames are skipped, counted and listed;
 rows already written stay written (each file is flushed as it goes, also on Ctrl-C).
 """
@@ -66,7 +68,7 @@ class Rows:
 
     def __init__(self, csv_path: str | None, json_path: str | None, classes: list[str]):
         self.fields = ["source", "frame", "time", "track", "x0", "y0", "x1", "y1",
-                       *[f"p_{c}" for c in classes], "label", "whole_image"]
+                       *[f"p_{c}" for c in classes], "label", "top_class", "whole_image"]
         self.csv_file = open(csv_path, "w", newline="") if csv_path else None
         self.json_file = open(json_path, "w") if json_path else None
         self.writer = csv.DictWriter(self.csv_file, self.fields) if self.csv_file else None
@@ -108,8 +110,7 @@ class AnnotatedVideo:
             self.writer = cv2.VideoWriter(self.path, fourcc, self.fps, (rgb.shape[1], rgb.shape[0]))
             if not self.writer.isOpened():
                 raise OSError(f"cannot write a video to {self.path}; use a .mp4 or .avi name")
-        labels = [f"{f.label} {f.confidence:.2f}" for f in faces]
-        frame = draw(rgb, faces, labels, [class_colour(f.index) for f in faces])
+        frame = draw(rgb, faces, [f.label_text for f in faces], [class_colour(f.index) for f in faces])
         self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
@@ -133,7 +134,8 @@ def analyze(args) -> int:
     if args.video and len(inputs.videos) != 1:
         log.error("--video writes one annotated video: give exactly one video file (found %d)", len(inputs.videos))
         return 2
-    rec = kefer.load(args.model, backend=args.backend, flip=args.flip)
+    rec = kefer.load(args.model, backend=args.backend, flip=args.flip, balanced=not args.no_balance,
+                     abstain=not args.no_abstain)
     log.info("model: %s", rec.summary)
     rows = Rows(args.csv, args.json, rec.classes)
     failed, no_face, timeline, videos = [], [], {}, 0
@@ -232,6 +234,10 @@ def parser() -> argparse.ArgumentParser:
                                                  "(default: the default model)")
     a.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
     a.add_argument("--flip", action="store_true", help="average each face with its mirror image (twice the cost)")
+    a.add_argument("--no-balance", action="store_true",
+                   help="raw scores: ignore the model's stored balance strength (prior correction)")
+    a.add_argument("--no-abstain", action="store_true",
+                   help="always name a class: ignore the model's stored abstain margin")
     a.add_argument("--no-smoothing", action="store_true", help="score each video frame on its own")
     a.add_argument("--whole-if-none", action="store_true",
                    help="score an image with no face found as one face (the whole image)")

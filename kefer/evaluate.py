@@ -31,15 +31,18 @@ def main(argv=None) -> int:
                         "measure prompt robustness")
     p.add_argument("--add-class", action="append", default=[], metavar="NAME",
                    help="add a class the model was not trained on, by its text alone (zero-shot; repeatable)")
-    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="A",
-                   help="post-hoc logit adjustment: logits - A * log(training class frequency) (default 0: none)")
+    p.add_argument("--logit-adjust", type=float, default=None, metavar="A",
+                   help="balance strength (post-hoc logit adjustment): logits - A * log(K * training class "
+                        "frequency); 0: raw scores (default: the strength stored in the checkpoint, if any)")
+    p.add_argument("--no-abstain", action="store_true",
+                   help="ignore the checkpoint's stored abstain margin (no coverage figures)")
     p.add_argument("--flip", action="store_true",
                    help="test-time augmentation: average each face with its mirror image (twice the cost)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="also write the JSON to this file")
     args = p.parse_args(argv)
     try:
-        rec = load(args.checkpoint, device=args.device)
+        rec = load(args.checkpoint, device=args.device, abstain=not args.no_abstain)
         if args.template or args.add_class:
             templates = [t for a in args.template or [] for t in TEMPLATE_SETS.get(a, [a])] or None
             rec.set_prompts(template=templates, classes=rec.classes + args.add_class)

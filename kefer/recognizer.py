@@ -8,9 +8,11 @@
     faces = rec.analyze("group.jpg")    # every face: box, landmarks, crop, probabilities, label
     rec = kefer.load("accurate", flip=True)   # mirror-image test-time augmentation: twice the cost
     rec.set_prompts(classes=[*rec.classes, "confusion"])   # zero-shot: just new text embeddings
+    rec = kefer.load("accurate", balanced=False, abstain=False)   # raw scores, never "uncertain"
 """
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -22,8 +24,11 @@ from . import backend as backends
 from .checkpoint import load_model
 from .data.transforms import eval_transform
 from .model import KEFERModel, create_visual_encoder, mirror_average
+from .operating import OperatingPoint, describe
 from .scoring import Prompts, l2_normalise, score
 from .text import check_template, encode_classes, create_text_encoder
+
+log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "accurate"
@@ -73,11 +78,13 @@ class Recognizer:
     The network runs through ``backend`` (``TorchBackend`` or ``OnnxBackend``): face crops
     [N, S, S, 3] -> representations f [N, d]. Scoring is ``kefer.scoring.score`` against
     ``prompts``, which methods also take per call, so callers with their own prompts (e.g. each
-    browser tab) share one Recognizer without changing it.
+    browser tab) share one Recognizer without changing it. The checkpoint's operating point
+    (``operating``: balance strength, abstain margin) is applied to its prompts as ``balanced`` and
+    ``abstain`` ask, also to prompts it encodes; ``operate`` applies it to any prompts.
     """
 
     def __init__(self, meta: dict, backend, extra: dict, name: str = "model", flip: bool = False,
-                 model: KEFERModel | None = None):
+                 model: KEFERModel | None = None, balanced: bool = True, abstain: bool = True):
         self.meta = meta
         self.backend = backend
         self.model = model   # the torch model (None for a model loaded from an .onnx file)
@@ -91,15 +98,22 @@ class Recognizer:
         else:
             weight, bias = extra["head.weight"].numpy(), extra["head.bias"].numpy()
             anchors, head = l2_normalise(weight), (weight.astype(np.float32), bias.astype(np.float32))
-        self.own_prompts = Prompts(tuple(meta["classes"]), tuple(meta["templates"]), anchors, head,
-                                   trained=tuple(meta["classes"]))
+        self.operating = OperatingPoint.from_meta(meta)
+        self.balanced, self.abstain = balanced, abstain
+        for asked, stored, what in ((balanced, self.operating.strength, "balance strength"),
+                                    (abstain, self.operating.margin, "abstain margin")):
+            if asked and stored is None:
+                log.info("%s stores no %s: not applied", name, what)
+        self.own_prompts = self.operate(Prompts(tuple(meta["classes"]), tuple(meta["templates"]), anchors, head,
+                                                trained=tuple(meta["classes"])))
         self.prompts = self.own_prompts
         self._text_encoder = None
         self._text_lock = threading.Lock()
         self._image_analyzer = None
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", flip: bool = False, backend: str = "auto") -> "Recognizer":
+    def from_checkpoint(cls, path, device="cpu", flip: bool = False, backend: str = "auto", balanced: bool = True,
+                        abstain: bool = True) -> "Recognizer":
         """See ``load``."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -116,7 +130,8 @@ class Recognizer:
                 raise ValueError(f"{path.name} runs on the CPU (ONNX Runtime); pass device='cpu'.")
             _require_onnxruntime()
             meta, extra, _ = backends.read_onnx_meta(path)
-            return cls(meta, backends.OnnxBackend(path, quantised="quantization" in meta), extra, name, flip)
+            return cls(meta, backends.OnnxBackend(path, quantised="quantization" in meta), extra, name, flip,
+                       balanced=balanced, abstain=abstain)
         state, meta = load_model(path)
         encoder = create_visual_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
         model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
@@ -129,15 +144,17 @@ class Recognizer:
         else:
             runner = backends.TorchBackend(model, device)
         extra = {k: state.get(k) for k in backends.EXTRA_TENSORS}
-        return cls(meta, runner, extra, name, flip, model=model)
+        return cls(meta, runner, extra, name, flip, model=model, balanced=balanced, abstain=abstain)
 
     @property
     def summary(self) -> str:
-        """One line: name, encoder, input size, backend, mirror averaging and the stored FER+ test accuracy."""
+        """One line: name, encoder, input size, backend, mirror averaging, the stored FER+ test accuracy
+        and the operating point in use."""
         metrics = self.meta.get("metrics", {})
         acc = f", FER+ test {100 * metrics['test_accuracy']:.2f}%" if "test_accuracy" in metrics else ""
         flip = "; scored mirror-averaged" if self.flip else ""
-        return f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc}; {self.backend.name}{flip})"
+        return (f"{self.name} ({self.meta['encoder']} @ {self.input_size} px{acc}; {self.backend.name}{flip}; "
+                f"{describe(self.prompts)})")
 
     @property
     def classes(self) -> list[str]:
@@ -223,8 +240,14 @@ class Recognizer:
         if not classes:
             raise ValueError("Give at least one class name.")
         text, _ = encode_classes(self.text_encoder, classes, templates)
-        return Prompts(tuple(classes), tuple(templates), l2_normalise(text.float().numpy()),
-                       trained=self.own_prompts.trained)
+        return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.float().numpy()),
+                                    trained=self.own_prompts.trained))
+
+    def operate(self, prompts: Prompts, balanced: bool | None = None, abstain: bool | None = None) -> Prompts:
+        """``prompts`` under this model's stored operating point (``OperatingPoint.apply``): balanced
+        and abstaining as asked (None: as this recogniser was loaded); changes nothing."""
+        return self.operating.apply(prompts, self.balanced if balanced is None else balanced,
+                                    self.abstain if abstain is None else abstain)
 
     def set_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None) -> None:
         """Re-prompt this recogniser (see ``encode_prompts``)."""
@@ -252,12 +275,15 @@ def _require_onnxruntime() -> None:
 
 
 def load(path: str | Path | None = None, device: str = "cpu", flip: bool = False,
-         backend: str = "auto") -> Recognizer:
+         backend: str = "auto", balanced: bool = True, abstain: bool = True) -> Recognizer:
     """A Recognizer from a checkpoint (.safetensors or exported .onnx), a run directory, or a model
     name in ``assets/`` (``None``: the default model).
 
     backend: "torch", "onnx" (ONNX Runtime, CPU; a .safetensors checkpoint is exported once and
     cached) or "auto" (ONNX Runtime on the CPU when it is installed, else torch).
     flip: average each face with its mirror image (twice the cost).
+    balanced: apply the checkpoint's stored balance strength (prior correction, ``kefer.operating``);
+    abstain: answer "uncertain" below its stored margin. Each is a no-op (logged) where the
+    checkpoint stores none; False: raw scores, always an answer.
     """
-    return Recognizer.from_checkpoint(path, device, flip, backend)
+    return Recognizer.from_checkpoint(path, device, flip, backend, balanced, abstain)

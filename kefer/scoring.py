@@ -1,10 +1,12 @@
 """Scoring, the one place it is done: face representations against class anchors.
 
 For representations f [N, d] and class anchors t [K, d]:
-cosine cos(f, t_k) (Eq. 4), and probabilities softmax(logits) with logits = cos / tau (tau = 0.01,
-as in training) for knowledge models, or the linear head's output for the classifier baseline.
-``Prompts`` is the class side: names, templates and anchors, immutable, so many browser tabs or
-callers can each hold their own without touching the shared model.
+cosine cos(f, t_k) (Eq. 4), and probabilities softmax(logits + offsets) with logits = cos / tau
+(tau = 0.01, as in training) for knowledge models, or the linear head's output for the classifier
+baseline; ``offsets`` [K] are the model's operating point (``kefer.operating``: balancing rare
+classes), zero by default. ``Prompts`` is the class side: names, templates, anchors and the
+operating point, immutable, so many browser tabs or callers can each hold their own without
+touching the shared model.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ class Prompts:
 
     ``head``: the classifier baseline's (weight [K, d], bias [K]); its anchors are the weight rows
     and its prompts cannot be edited. ``trained``: the class names the model was trained on (a
-    class outside them is zero-shot).
+    class outside them is zero-shot). The operating point (``kefer.operating.OperatingPoint.apply``):
+    ``offsets`` [K] float32 added to the logits (None: none), made with balance ``strength``;
+    ``abstain_margin``: a face whose top-1 minus top-2 probability is below it is "uncertain"
+    (None: always answer).
     """
 
     classes: tuple
@@ -31,6 +36,9 @@ class Prompts:
     anchors: np.ndarray
     head: tuple | None = None
     trained: tuple = ()
+    offsets: np.ndarray | None = None
+    strength: float = 0.0
+    abstain_margin: float | None = None
 
     @property
     def template(self) -> str:
@@ -62,7 +70,8 @@ def logits(f: torch.Tensor, anchors: torch.Tensor, head=None) -> torch.Tensor:
 
 
 def score(features: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
-    """Representations [N, d] -> (cosines [N, K], probabilities [N, K]), both float32."""
+    """Representations [N, d] -> (cosines [N, K], probabilities [N, K] = softmax(logits + offsets)),
+    both float32."""
     f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).reshape(-1, prompts.anchors.shape[1])
     anchors = torch.from_numpy(prompts.anchors)
     head = None
@@ -71,7 +80,10 @@ def score(features: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarra
         head = lambda x: x @ weight.T + bias  # noqa: E731
     with torch.no_grad():
         cos = similarity(f, anchors)
-        probs = logits(f, anchors, head).softmax(-1)
+        z = logits(f, anchors, head)
+        if prompts.offsets is not None:
+            z = z + torch.from_numpy(np.asarray(prompts.offsets, np.float32))
+        probs = z.softmax(-1)
     return cos.numpy(), probs.numpy()
 
 
@@ -131,9 +143,3 @@ def anchor_report(prompts: Prompts, trained: Prompts) -> AnchorReport:
                         f"model was trained on “{trained.template}”; accuracy may drop.")
     return AnchorReport(tuple(rows), tuple(warnings))
 
-
-def logit_adjust(probs: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
-    """Post-hoc logit adjustment (Menon et al., ICLR 2021): softmax(logits - strength * log prior),
-    computed from probabilities [N, K] and the training class frequencies ``prior`` [K]."""
-    adjusted = np.asarray(probs, np.float64) * np.asarray(prior, np.float64) ** -strength
-    return (adjusted / adjusted.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -1,5 +1,5 @@
 """Plots people would rather look at than read: confusion matrices, t-SNE with text anchors,
-training curves. All write PNG files (matplotlib, no display needed)."""
+training curves, operating-point sweeps. All write PNG files (matplotlib, no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -109,6 +109,35 @@ def plot_timeline(tracks: dict, classes: list[str], path: str | Path, max_tracks
         ax.set_title(f"{video}, track {track} ({len(points)} frames)", fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("time (s)")
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_operating(result: dict, path: str | Path, title: str = "") -> None:
+    """A ``kefer.operating.choose`` result: validation accuracy and mean per-class accuracy against
+    the balance strength a (the chosen one marked), and precision and coverage against the abstain
+    margin t (the chosen one marked)."""
+    sweep, op = result["sweep"], result["operating"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("accuracy", "overall"), ("mean_accuracy", "mean per class")):
+        a.plot(sweep["strength"], 100 * np.array(sweep[key]), marker=".", label=label)
+    a.axvline(op["balance"]["strength"], color="grey", ls="--", label=f"chosen a = {op['balance']['strength']:g}")
+    a.set_xlabel("balance strength a")
+    a.set_ylabel("validation accuracy (%)")
+    a.set_title("balance")
+    a.legend()
+    precision = np.array([np.nan if p is None else p for p in sweep["precision"]], float)
+    b.plot(sweep["threshold"], 100 * precision, label="accuracy on answered faces")
+    b.plot(sweep["threshold"], 100 * np.array(sweep["coverage"]), label="coverage (answered)")
+    if "abstain" in op:
+        b.axvline(op["abstain"]["margin"], color="grey", ls="--", label=f"chosen t = {op['abstain']['margin']:.2f}")
+    b.axhline(100 * result["precision"], color="grey", ls=":", lw=1)
+    b.set_xlabel("abstain margin t (top-1 minus top-2 probability)")
+    b.set_ylabel("%")
+    b.set_title(f"abstain, after balancing at a = {op['balance']['strength']:g}")
+    b.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -38,3 +38,28 @@ def ferplus_root() -> Path:
 @pytest.fixture(scope="session")
 def ckplus_root() -> Path:
     return _need("ckplus")
+
+
+PRIOR = {"neutral": 0.36, "happiness": 0.30, "surprise": 0.12, "sadness": 0.12, "anger": 0.08, "disgust": 0.006,
+         "fear": 0.008, "contempt": 0.006}   # hand-made, FER+-like class frequencies for tests
+
+
+def with_operating(dest: Path, strength: float | None, margin: float | None, source: str = "fast") -> Path:
+    """A copy of shipped model ``source`` at ``dest`` storing a hand-made operating point (``PRIOR``,
+    balance ``strength``, abstain ``margin``; None leaves each out)."""
+    from kefer.operating import write
+    from kefer.recognizer import resolve_checkpoint
+
+    try:
+        src = resolve_checkpoint(source)
+    except FileNotFoundError:
+        pytest.skip(f"needs the shipped {source} model")
+    dest = dest.with_suffix(src.suffix)
+    shutil.copyfile(src, dest)
+    operating = {"class_prior": PRIOR}
+    if strength is not None:
+        operating["balance"] = {"strength": strength, "rule": "test", "val": {}}
+    if margin is not None:
+        operating["abstain"] = {"margin": margin, "precision": 0.95, "rule": "test", "val": {}}
+    write(dest, operating)
+    return dest

@@ -485,6 +485,47 @@ def test_without_a_model_faces_are_found_but_not_scored(frames, tmp_path):
     assert NO_MODEL in session.album.bars()
 
 
+# ---- the operating point ------------------------------------------------------------------------
+def test_the_operating_checkboxes_change_a_tabs_labels_not_the_shared_model(frames, tmp_path):
+    """A model storing margin 1 (every face uncertain): on by default; unticking 'uncertain' in one
+    tab names the class there, on the box, above the bars and in the tiles, and nowhere else."""
+    from conftest import with_operating
+
+    app = App(kefer.load(with_operating(tmp_path / "op", strength=0.5, margin=1.0), backend="torch"))
+    Image.fromarray(frames["two"]).save(tmp_path / "two.jpg")
+    h = Handlers(app)
+    mine, other = Session(app), Session(app)
+    assert app.can_balance and app.can_abstain and mine.balanced and mine.abstain
+    for session in (mine, other):
+        session.add_photos([tmp_path / "two.jpg"])
+    view = mine.process_frame(frames["one"])
+    assert view.labels[0].startswith("uncertain (") and "Operating point: balanced (a = 0.5)" in view.bars
+    assert "two.jpg · face 1: uncertain (" in mine.album.gallery()[0][1]
+    assert mine.album.rows()[0]["label"] == "uncertain"
+    gallery, bars, _, rows, _ = h.on_operating(True, False, mine)
+    face = mine.frame_faces[0]
+    view = mine.process_frame(frames["one"])
+    top = mine.frame_faces[0].top_class
+    assert view.labels[0] == f"{top} {mine.frame_faces[0].confidence:.2f}" and face.top_class == top
+    assert rows[0]["label"] == rows[0]["top_class"] != "uncertain" and "uncertain" not in gallery[0][1]
+    assert "Operating point: balanced (a = 0.5)</p>" in bars
+    assert other.album.rows()[0]["label"] == "uncertain" and app.rec.prompts.abstain_margin == 1.0
+    h.on_operating(False, False, mine)
+    raw = mine.album.photos[0].faces[0].probabilities
+    np.testing.assert_allclose(raw, kefer.load("fast", backend="torch").score(
+        mine.album.photos[0].faces[0].embedding[None])[1][0], atol=1e-5)
+    assert "Operating point: raw scores" in mine.process_frame(frames["one"]).bars
+
+
+def test_the_checkboxes_are_off_and_greyed_for_a_model_without_an_operating_point(app):
+    parts = components(build_demo(app.rec))
+    if app.can_balance:
+        pytest.skip("this model stores an operating point")
+    assert parts["balance"].value is False and parts["balance"].interactive is False
+    assert parts["abstain"].value is False and parts["abstain"].interactive is False
+    assert "raw scores" in parts["header"].value and not Session(app).balanced
+
+
 # ---- the page and its API -----------------------------------------------------------------------
 def components(demo) -> dict:
     return {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}

@@ -39,13 +39,21 @@ def test_a_template_that_moves_the_trained_anchors_far_is_a_warning():
     assert anchor_report(slightly, trained).warnings == ()
 
 
-def test_logit_adjustment_is_softmax_of_logits_minus_strength_times_log_prior():
-    from kefer.scoring import logit_adjust
+def test_scores_add_the_prompts_offsets_and_a_constant_offset_changes_nothing():
+    """softmax(logits - a log(K prior)) is softmax(logits - a log prior): the K cancels, so
+    RESULTS 8c's figures (made with -a log prior) hold for the stored strengths."""
+    from dataclasses import replace
 
-    logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, 0.2]])
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    from kefer.scoring import score
+
+    base = prompts(TRAINED, np.eye(3), "[CLS]")
+    f = np.array([[1.0, 0.2, 0.1], [0.1, 0.3, 0.299]], np.float32)
     prior = np.array([0.7, 0.2, 0.1])
+    logits = (f / np.linalg.norm(f, axis=1, keepdims=True)) / 0.01
     expected = np.exp(logits - 0.5 * np.log(prior))
-    np.testing.assert_allclose(logit_adjust(probs, prior, 0.5), expected / expected.sum(1, keepdims=True), atol=1e-6)
-    np.testing.assert_allclose(logit_adjust(probs, prior, 0.0), probs, atol=1e-6)
-    assert probs[0].argmax() == 0 and logit_adjust(probs, prior, 1.0)[0].argmax() == 1   # a rarer class wins
+    expected /= expected.sum(1, keepdims=True)
+    for offsets in (-0.5 * np.log(3 * prior), -0.5 * np.log(prior)):
+        cos, probs = score(f, replace(base, offsets=offsets.astype(np.float32)))
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_allclose(cos, score(f, base)[0])
+    assert score(f, base)[1][1].argmax() == 1 and probs[1].argmax() == 2   # the rarer class wins

@@ -51,6 +51,11 @@ def test_run_writes_every_output_and_the_loss_falls(run):
     assert metrics["n"] == 3137 and np.asarray(metrics["confusion_matrix"]).sum() == 3137
     assert metrics["val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)
     assert json.loads((run / "config.json").read_text())["max_train_samples"] == 400
+    from kefer.checkpoint import read_meta
+
+    prior = read_meta(run / "best.safetensors")["operating"]["class_prior"]   # its 400 training faces' frequencies
+    assert set(prior) <= set(metrics["classes"]) and sum(prior.values()) == pytest.approx(1)
+    assert all(400 * p == pytest.approx(round(400 * p)) for p in prior.values())
 
 
 def test_evaluate_cli_reloads_the_checkpoint(run):

@@ -6,7 +6,7 @@
 Modules, one job each: ``session`` (per-tab state, no gradio), ``photos`` (a tab's uploads),
 ``render`` (HTML bars, messages, face tiles), ``map`` (the embedding map figure), ``handlers``
 (gradio events -> session), ``layout`` (the Blocks). Scoring is the library's
-(``kefer.analysis``, ``kefer.scoring``, ``kefer.calibration``).
+(``kefer.analysis``, ``kefer.scoring``, ``kefer.operating``, ``kefer.calibration``).
 """
 from .layout import build_demo
 from .render import NO_MODEL

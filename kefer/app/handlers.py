@@ -99,6 +99,15 @@ class Handlers:
         return message, session.report_html(), gallery, bars, table, rows, session
 
     @safely
+    def on_operating(self, balanced: bool, abstain: bool, session: Session, request: gr.Request = None):
+        """The operating-point checkboxes: -> (gallery, bars, table, faces as JSON, session) re-scored;
+        the webcam follows from its next frame."""
+        self.app.register(session_key(request), session)
+        session.set_operating(balanced, abstain)
+        _, _, gallery, bars, table, rows, _ = self.photo_outputs(session, [])
+        return gallery, bars, table, rows, session
+
+    @safely
     def reset(self, session: Session):
         """Back to the checkpoint's prompts: -> (template, classes, message, anchor report, gallery, bars, table,
         JSON, session)."""

@@ -84,10 +84,24 @@ def photos_tab(app: App) -> SimpleNamespace:
                            json=faces)
 
 
+def operating_panel(app: App) -> SimpleNamespace:
+    """This tab's operating point: the checkboxes start on where the model stores one, and are
+    greyed out where it stores none."""
+    with gr.Row():
+        balanced = gr.Checkbox(app.can_balance, label="Balance rare expressions", interactive=app.can_balance,
+                               info=None if app.can_balance else "this model stores no balance strength",
+                               elem_id="balance")
+        abstain = gr.Checkbox(app.can_abstain, label="Say 'uncertain' when unsure", interactive=app.can_abstain,
+                              info=None if app.can_abstain else "this model stores no abstain margin",
+                              elem_id="abstain")
+    return SimpleNamespace(balanced=balanced, abstain=abstain)
+
+
 def prompts_panel(app: App) -> SimpleNamespace:
     prompts = app.default_prompts
     figure = placeholder() if app.rec is not None else placeholder("No model: nothing to map.")
     plot = gr.Plot(figure, label="Embedding map", show_label=False, elem_id="map")  # the figure has its title
+    operating = operating_panel(app)
     with gr.Accordion("Prompts", open=True):
         paper = gr.Dropdown([*PAPER_TEMPLATES, ALL_NINE], value=None, label="The paper's templates")
         template = gr.Textbox(prompts.template if prompts else "", lines=2,
@@ -101,7 +115,7 @@ def prompts_panel(app: App) -> SimpleNamespace:
         message = gr.Markdown(elem_id="prompt-message")
         report = gr.HTML(elem_id="anchor-report")   # after Apply: how far the anchors sit from the trained ones
     return SimpleNamespace(plot=plot, paper=paper, template=template, classes=classes, apply=apply, reset=reset,
-                           text_status=text_status, message=message, report=report)
+                           text_status=text_status, message=message, report=report, operating=operating)
 
 
 def wire(demo: gr.Blocks, h: Handlers, state, cam, photos, side, timer) -> None:
@@ -118,6 +132,8 @@ def wire(demo: gr.Blocks, h: Handlers, state, cam, photos, side, timer) -> None:
     photos.gallery.select(h.on_photo_select, [state], [photos.bars], show_progress="hidden", **PRIVATE)
     side.paper.input(template_choice, [side.paper], [side.template], **PRIVATE)
     rescored = [photos.gallery, photos.bars, photos.table, photos.json, state]
+    for box in (side.operating.balanced, side.operating.abstain):
+        box.input(h.on_operating, [side.operating.balanced, side.operating.abstain, state], rescored, **PRIVATE)
     side.apply.click(h.reprompt, [side.template, side.classes, state], [side.message, side.report, *rescored],
                      api_name="reprompt")
     side.reset.click(h.reset, [state], [side.template, side.classes, side.message, side.report, *rescored], api_name="reset")

@@ -13,8 +13,9 @@ import numpy as np
 
 from ..analysis import FaceResult
 from ..faces import ImageError, class_colour, read_image
+from ..operating import describe
 from ..scoring import Prompts
-from .render import GREY, NO_MODEL, bars_html, face_tile, label_text, letterbox, message_html
+from .render import GREY, NO_MODEL, bars_html, face_tile, letterbox, message_html
 
 LOW_CONFIDENCE = 0.6   # a whole image scored as one face with a lower top probability is flagged unreliable
 
@@ -91,7 +92,8 @@ class PhotoAlbum:
             if not faces or photo.prompts is prompts or prompts is None:
                 continue
             cos, probs = rec.score(np.stack([f.embedding for f in faces]), prompts)
-            photo.faces = [dataclasses.replace(f, cosines=cos[i], probabilities=probs[i], classes=prompts.classes)
+            photo.faces = [dataclasses.replace(f, cosines=cos[i], probabilities=probs[i], classes=prompts.classes,
+                                               abstain_margin=prompts.abstain_margin)
                            for i, f in enumerate(faces)]
             photo.prompts = prompts
 
@@ -111,7 +113,7 @@ class PhotoAlbum:
                 continue
             face = photo.faces[i]
             scored = isinstance(face, FaceResult)
-            colour = class_colour(face.index) if scored else GREY
+            colour = class_colour(face.index) if scored and not face.uncertain else GREY
             tile = letterbox(photo.rgb, colour) if photo.whole else face_tile(photo.rgb, photo.rgb_box(face), colour)
             out.append((tile, caption(photo, i)))
         return out
@@ -130,8 +132,8 @@ class PhotoAlbum:
         columns = [("cosine", face.cosines[None], False), ("probability", face.probabilities[None], True)]
         note = WHOLE_WARNING.format(p=face.confidence) if unreliable(face) else ""
         zero_shot = photo.prompts.zero_shot if photo.prompts else ()
-        return bars_html(face_title(photo, i), label_text(face.classes, face.index, face.confidence),
-                         face.classes, columns, 0, face.index, note, zero_shot)
+        return bars_html(face_title(photo, i), face.label_text, face.classes, columns, 0, face.index, note, zero_shot,
+                         describe(photo.prompts) if photo.prompts else "")
 
     def rows(self) -> list[dict]:
         """Plain values per face (the table, and the API's JSON): photo, face number, box in original
@@ -176,4 +178,4 @@ def caption(photo: Photo, i: int) -> str:
     if not isinstance(face, FaceResult):
         return f"{photo.name} · {where}"
     flag = " (unreliable)" if unreliable(face) else ""
-    return f"{photo.name} · {where}: {label_text(face.classes, face.index, face.confidence)}{flag}"
+    return f"{photo.name} · {where}: {face.label_text}{flag}"

@@ -16,7 +16,8 @@ ZERO_SHOT_TAG = " <i class='kefer-zero-shot' style='opacity:0.7'>zero-shot</i>"
 
 
 def label_text(classes, index: int, value: float) -> str:
-    """The label a face gets, on its box and above its bars alike: 'happiness 0.93'."""
+    """A relative-mode label, on its box and above its bars alike: 'happiness 0.93' (a plain
+    face's is ``FaceResult.label_text``)."""
     return f"{classes[index]} {value:.2f}"
 
 
@@ -26,12 +27,13 @@ def message_html(message: str, note: str = "") -> str:
 
 
 def bars_html(title: str, label: str, classes, columns: list, row: int, top: int, note: str = "",
-              zero_shot=()) -> str:
-    """A table with one bar per class and column for face ``row``; ``label`` (``label_text``) heads it.
+              zero_shot=(), operating: str = "") -> str:
+    """A table with one bar per class and column for face ``row``; ``label`` (the face's label text) heads it.
 
     columns: (header, values [N, K], is_probability). Probability bars are to scale (0..1);
     similarity bars stretch from this face's lowest to its highest value so that small differences
-    show, and the numbers give the true values. Classes in ``zero_shot`` get an italic tag."""
+    show, and the numbers give the true values. Classes in ``zero_shot`` get an italic tag.
+    ``operating``: the operating point in words (``kefer.operating.describe``), under the headline."""
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h, _, _ in columns)
     widths = [bar_widths(values[row], is_probability) for _, values, is_probability in columns]
     lines = []
@@ -46,6 +48,9 @@ def bars_html(title: str, label: str, classes, columns: list, row: int, top: int
         lines.append(f"<tr class='kefer-row' data-class='{html.escape(name)}' style='font-weight:{weight}'>"
                      f"<td>{html.escape(name)}{ZERO_SHOT_TAG if name in zero_shot else ''}</td>{cells}</tr>")
     extra = f"<p class='kefer-note' style='opacity:0.8;font-size:0.9em'>{html.escape(note)}</p>" if note else ""
+    if operating:
+        extra = (f"<p class='kefer-operating' style='opacity:0.8;font-size:0.9em'>Operating point: "
+                 f"{html.escape(operating)}</p>{extra}")
     return (f"<div class='kefer-bars'><p><b>{html.escape(title)}</b>: "
             f"<span class='kefer-label'>{html.escape(label)}</span></p>{extra}"
             f"<table style='width:100%'><tr><th style='text-align:left'>class</th>{head}</tr>"

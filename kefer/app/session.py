@@ -2,10 +2,11 @@
 
 ``App`` holds what every browser tab only reads: the recognisers, the face detectors, the photo
 analyser and the text encoder (loaded in the background at start-up). A ``Session`` is one tab:
-its prompts, its webcam stream (``analysis.StreamAnalyzer``: tracking, smoothing, scoring), its
-neutral calibration, recent embeddings for the map and its photos (``photos.PhotoAlbum``). The
-app computes no scores itself: faces come scored from ``kefer.analysis``, relative scores from
-``kefer.calibration``.
+its prompts and operating point (balance, abstain: each recogniser's stored one, on or off), its
+webcam stream (``analysis.StreamAnalyzer``: tracking, smoothing, scoring), its neutral
+calibration, recent embeddings for the map and its photos (``photos.PhotoAlbum``). The app
+computes no scores itself: faces come scored from ``kefer.analysis`` (labels, "uncertain"
+included), relative scores from ``kefer.calibration``, the operating point from ``kefer.operating``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 from ..analysis import ImageAnalyzer, StreamAnalyzer
 from ..calibration import NeutralCalibration
 from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
+from ..operating import describe
 from ..scoring import Prompts, anchor_report
 from ..text import PLACEHOLDER
 from .map import embedding_map
@@ -55,6 +57,16 @@ class App:
 
     def __deepcopy__(self, memo):
         return self   # shared and read-only: gradio deep-copies state values, never copy the models
+
+    @property
+    def can_balance(self) -> bool:
+        """Whether a recogniser stores a balance strength (the tabs' checkbox is then on by default)."""
+        return any(r is not None and r.operating.strength is not None for r in (self.rec, self.photo_rec))
+
+    @property
+    def can_abstain(self) -> bool:
+        """Whether a recogniser stores an abstain margin."""
+        return any(r is not None and r.operating.margin is not None for r in (self.rec, self.photo_rec))
 
     @property
     def editable(self) -> bool:
@@ -125,10 +137,12 @@ class FrameView:
 
 @dataclass
 class Scored:
-    """Faces' scores as shown: label index and headline value per face, the bars' columns, a note."""
+    """Faces' scores as shown: per face its class index (bold in the bars), label text and box
+    colour; the bars' columns, a note."""
 
     labels: np.ndarray
-    values: np.ndarray
+    texts: list
+    colours: list
     columns: list
     note: str = ""
 
@@ -138,7 +152,9 @@ class Session:
 
     def __init__(self, app: App):
         self.app = app
-        self.prompts = app.default_prompts
+        self.prompts = app.default_prompts   # the tab's class side, edited or the checkpoint's
+        self.balanced, self.abstain = app.can_balance, app.can_abstain
+        self.operate()
         if app.rec is not None:
             self.stream = StreamAnalyzer(app.rec, app.detector, every=app.detect_every)
         else:
@@ -164,15 +180,31 @@ class Session:
         self.album.clear()
         self.frame_faces = []
 
+    # ---- operating point ----------------------------------------------------------------------
+    def operate(self) -> None:
+        """The prompts each recogniser scores this tab's faces against: ``prompts`` under its own
+        stored operating point, balanced and abstaining as the tab's checkboxes say."""
+        recs = (self.app.rec, self.app.photo_rec)
+        self.stream_prompts, self.photo_prompts = (
+            None if r is None or self.prompts is None else r.operate(self.prompts, self.balanced, self.abstain)
+            for r in recs)
+
+    def set_operating(self, balanced: bool, abstain: bool) -> None:
+        """The checkboxes: balance rare expressions, say 'uncertain' when unsure; photos are re-scored."""
+        self.balanced, self.abstain = bool(balanced), bool(abstain)
+        self.operate()
+        self.album.rescore(self.photo_prompts)
+        self.version += 1
+
     # ---- scores as shown ----------------------------------------------------------------------
     def scored(self, faces: list, prompts: Prompts, relative: bool = False) -> Scored:
-        """FaceResults -> labels, headline values and bar columns; relative mode (a recorded
+        """FaceResults -> labels, label texts, colours and bar columns; relative mode (a recorded
         neutral face and a 'neutral' class) puts ``NeutralCalibration.relative`` first."""
         cos = np.stack([f.cosines for f in faces])
         probs = np.stack([f.probabilities for f in faces])
-        labels = probs.argmax(axis=1)
-        plain = Scored(labels, probs[np.arange(len(faces)), labels], [("cosine", cos, False),
-                                                                      ("probability", probs, True)])
+        plain = Scored(np.array([f.index for f in faces]), [f.label_text for f in faces],
+                       [GREY if f.uncertain else class_colour(f.index) for f in faces],
+                       [("cosine", cos, False), ("probability", probs, True)])
         if not relative:
             return plain
         if self.neutral.mean is None:
@@ -186,13 +218,15 @@ class Session:
         labels = self.neutral.labels(rel, neutral)
         note = (f"Relative to your neutral: row 'neutral' = cos(f, f_neutral) (neutral at or above "
                 f"θ = {self.neutral.threshold:.3f}); other rows = cos(f - f_neutral, t_k - t_neutral).")
-        return Scored(labels, rel[np.arange(len(faces)), labels], [("relative", rel, False)] + plain.columns, note)
+        texts = [label_text(prompts.classes, k, rel[i, k]) for i, k in enumerate(labels)]
+        return Scored(labels, texts, [class_colour(int(k)) for k in labels], [("relative", rel, False)] + plain.columns,
+                      note)
 
     # ---- webcam -------------------------------------------------------------------------------
     def process_frame(self, frame, smoothing: bool = True, relative: bool = False) -> FrameView:
         """One webcam frame [H, W, 3] -> what the tab shows (``FrameView``): detection, tracking,
         smoothing and scoring (``StreamAnalyzer``), calibration, drawing, bars."""
-        prompts = self.prompts  # one snapshot: another event may replace it meanwhile
+        prompts = self.stream_prompts  # one snapshot: another event may replace it meanwhile
         rgb = to_rgb(frame)
         if self.app.rec is None:
             faces = self.tracker.update(rgb)
@@ -206,12 +240,11 @@ class Session:
         if not faces:
             return self.view(rgb, message_html("No face in view."))
         s = self.scored(faces, prompts, relative)
-        texts = [label_text(prompts.classes, k, v) for k, v in zip(s.labels, s.values)]
-        image = draw(rgb, faces, texts, [class_colour(int(k)) for k in s.labels], selected)
+        image = draw(rgb, faces, s.texts, s.colours, selected)
         title = f"Face {selected + 1} of {len(faces)}" + (" (largest)" if self.selected_track is None else "")
-        bars = bars_html(title, texts[selected], prompts.classes, s.columns, selected, int(s.labels[selected]), s.note,
-                         prompts.zero_shot)
-        return self.view(image, bars, texts)
+        bars = bars_html(title, s.texts[selected], prompts.classes, s.columns, selected, int(s.labels[selected]),
+                         s.note, prompts.zero_shot, describe(prompts))
+        return self.view(image, bars, s.texts)
 
     def view(self, image, bars: str, labels=()) -> FrameView:
         status = self.neutral.message
@@ -248,13 +281,13 @@ class Session:
     # ---- photos -------------------------------------------------------------------------------
     def add_photos(self, paths: list) -> list[str]:
         """Read, detect and score uploads; one message per unreadable file (its name only)."""
-        messages = self.album.add(paths, self.prompts)
+        messages = self.album.add(paths, self.photo_prompts)
         self.remember(self.album.embeddings())
         return messages
 
     def score_whole_images(self) -> None:
         before = len(self.album.embeddings())
-        self.album.score_whole_images(self.prompts)
+        self.album.score_whole_images(self.photo_prompts)
         self.remember(self.album.embeddings()[before:])
 
     # ---- prompts ------------------------------------------------------------------------------
@@ -274,7 +307,8 @@ class Session:
         except ValueError as err:
             return f"Error: {err}"
         self.report = anchor_report(self.prompts, self.app.default_prompts)
-        self.album.rescore(self.prompts)
+        self.operate()
+        self.album.rescore(self.photo_prompts)
         self.version += 1
         if len(templates) == 1:
             return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”."
@@ -283,7 +317,8 @@ class Session:
     def reset_prompts(self) -> None:
         self.prompts = self.app.default_prompts
         self.report = None
-        self.album.rescore(self.prompts)
+        self.operate()
+        self.album.rescore(self.photo_prompts)
         self.version += 1
 
     def report_html(self) -> str:
@@ -293,7 +328,7 @@ class Session:
     # ---- embedding map ------------------------------------------------------------------------
     def plot(self):
         """The embedding map as a matplotlib Figure, or None when nothing changed since the last one."""
-        prompts = self.prompts
+        prompts = self.stream_prompts
         if self.version == self.plotted or prompts is None:
             return None
         self.plotted = self.version

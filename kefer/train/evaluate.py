@@ -1,34 +1,29 @@
 """Test a recognizer on a dataset split, also across datasets."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .. import scoring, viz
+from .. import viz
 from ..data import build_dataset
 from ..metrics import classification_metrics
+from ..operating import class_prior, margins
 from tqdm import tqdm
 
 from . import distributed as dist
 from .loop import make_loader
 
 
-def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | None = None,
-             classes: list[str] | None = None, split: str = "test", flip: bool | None = None,
-             logit_adjust: float = 0.0) -> dict:
-    """``recognizer``'s accuracy on ``split`` of ``dataset``: keys ``<split>_accuracy`` and
-    ``<split>_mean_accuracy`` (e.g. ``test_accuracy``), ``per_class_accuracy``, ``confusion_matrix``
-    (rows true, columns predicted), ``classes``, ``n``.
+def split_features(recognizer, dataset: str, data_root=None, split: str = "test", classes: list[str] | None = None,
+                   flip: bool | None = None):
+    """(dataset, representations f [N, d], labels [N], model index of each dataset class [C]) of
+    ``split``, run through the recogniser's own backend (torch or ONNX Runtime, e.g. an int8 model);
+    under torchrun each process embeds its share and the results are gathered.
 
-    Dataset classes are matched to the model's by name; predictions are restricted to the shared
-    classes (e.g. FER+ 8 -> CK+ 7). Writes confusion_matrix.png and tsne.png into ``plots_dir``.
-    ``flip``: test-time augmentation, each face averaged with its mirror image (twice the cost);
-    None: the recogniser's own setting. ``logit_adjust``: scores adjusted by that strength
-    against the model's training class frequencies (``scoring.logit_adjust``; 0: none).
-    Faces run through the recogniser's own backend (torch or ONNX Runtime, e.g. an int8 model);
-    under torchrun each process scores its share and the results are gathered.
+    Dataset classes are matched to the model's by name; raises ValueError for one it lacks.
+    ``flip``: each face averaged with its mirror image (None: the recogniser's own setting).
     """
     data = build_dataset(dataset, data_root, split, recognizer.transform, classes=classes)
     missing = [c for c in data.classes if c not in recognizer.classes]
@@ -43,10 +38,32 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         feats.append(torch.from_numpy(recognizer.represent(x, flip)))
         labels.append(y)
     feats, labels = (dist.gather(torch.cat(t)) for t in (feats, labels))
-    probs = recognizer.score(feats.numpy())[1]   # against its current prompts
-    if logit_adjust:
-        probs = scoring.logit_adjust(probs, training_prior(recognizer), logit_adjust)
-    probs = torch.from_numpy(probs)
+    return data, feats, labels, idx
+
+
+def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | None = None,
+             classes: list[str] | None = None, split: str = "test", flip: bool | None = None,
+             logit_adjust: float | None = None) -> dict:
+    """``recognizer``'s accuracy on ``split`` of ``dataset``: keys ``<split>_accuracy`` and
+    ``<split>_mean_accuracy`` (e.g. ``test_accuracy``; the argmax over all faces), ``per_class_accuracy``,
+    ``confusion_matrix`` (rows true, columns predicted), ``classes``, ``n``, ``logit_adjust`` (the
+    balance strength used); where its prompts abstain, also ``abstain_margin``, ``<split>_coverage``
+    (the fraction of faces answered) and ``<split>_answered_accuracy`` (accuracy on those).
+
+    Scored against the recogniser's current prompts and operating point (``kefer.operating``);
+    ``logit_adjust`` A overrides the balance strength (0: raw scores), against the stored training
+    class frequencies or, where none are stored, ``training_prior``. Predictions are restricted to
+    the dataset's classes (e.g. FER+ 8 -> CK+ 7); see ``split_features`` for the rest. Writes
+    confusion_matrix.png and tsne.png into ``plots_dir``.
+    """
+    data, feats, labels, idx = split_features(recognizer, dataset, data_root, split, classes, flip)
+    prompts = recognizer.prompts
+    if logit_adjust is not None:
+        point = recognizer.operating
+        if not point.prior:
+            point = replace(point, prior=training_prior(recognizer))
+        prompts = point.balance(prompts, logit_adjust)
+    probs = torch.from_numpy(recognizer.score(feats.numpy(), prompts)[1])
     pred = probs[:, idx].argmax(1)
     m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
     out = {
@@ -54,25 +71,25 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         f"{split}_accuracy": m["accuracy"], f"{split}_mean_accuracy": m["mean_accuracy"],
         "per_class_accuracy": m["per_class_accuracy"], "confusion_matrix": m["confusion_matrix"],
         "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped),
-        "flip": recognizer.flip if flip is None else flip, "logit_adjust": logit_adjust,
+        "flip": recognizer.flip if flip is None else flip, "logit_adjust": prompts.strength,
     }
+    if prompts.abstain_margin is not None:
+        answered = margins(probs.numpy()) >= prompts.abstain_margin
+        right = (pred == labels).numpy()
+        out.update({"abstain_margin": prompts.abstain_margin, f"{split}_coverage": float(answered.mean()),
+                    f"{split}_answered_accuracy": float(right[answered].mean()) if answered.any() else None})
     if plots_dir is not None:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         title = f"{recognizer.name} on {dataset}/{split}"
         viz.plot_confusion(m["confusion_matrix"], data.classes, Path(plots_dir) / "confusion_matrix.png", title)
-        prompts = recognizer.prompts
         viz.plot_tsne(feats, labels, prompts.anchors[idx], data.classes, Path(plots_dir) / "tsne.png", title,
                       anchor_kind="classifier weights" if prompts.is_classifier else "text anchors")
     return out
 
 
-def training_prior(recognizer) -> np.ndarray:
-    """Class frequencies [K] of the training split the model was trained on, in its class order."""
+def training_prior(recognizer) -> dict:
+    """Class frequencies {class: frequency} of the training split the model was trained on (for a
+    checkpoint that does not store them)."""
     cfg = recognizer.meta["config"]
     data = build_dataset(cfg["dataset"], cfg["data_root"], "train", None, classes=cfg["classes"])
-    counts = np.bincount(data.targets, minlength=len(data.classes))
-    freq = dict(zip(data.classes, counts / counts.sum()))
-    missing = [c for c in recognizer.classes if not freq.get(c)]
-    if missing:
-        raise ValueError(f"No training images of {missing}: logit adjustment needs every class's frequency.")
-    return np.array([freq[c] for c in recognizer.classes])
+    return class_prior(data.targets, data.classes)

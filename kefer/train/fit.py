@@ -25,6 +25,7 @@ from ..data.transforms import eval_transform, train_transform
 from ..data.vocab import neutral_index
 from ..losses import LossConfig, prior_offset
 from ..model import KEFERModel, create_visual_encoder
+from ..operating import class_prior
 from ..recognizer import Recognizer, resolve_checkpoint
 from ..text import check_template, class_embeddings
 from . import distributed as dist
@@ -61,9 +62,10 @@ def init_from_checkpoint(model: KEFERModel, cfg: Config, text_id: str | None) ->
                          f"{cfg.losses!r}): missing {sorted(set(missing) - {'text'})[:3]}, unexpected {unexpected[:3]}.")
 
 
-def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, prompts) -> dict:
-    """What inference needs to rebuild and use the model, stored inside the checkpoint."""
-    return {
+def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, prompts, targets=None) -> dict:
+    """What inference needs to rebuild and use the model, stored inside the checkpoint; with the
+    training labels ``targets`` [N], also their class frequencies (``kefer.operating``)."""
+    meta = {
         "classes": list(classes),
         "templates": list(cfg.templates),
         "prompts": prompts,
@@ -76,6 +78,9 @@ def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, pr
         "losses": cfg.losses,
         "config": asdict(cfg),
     }
+    if targets is not None:
+        meta["operating"] = {"class_prior": class_prior(targets, classes)}
+    return meta
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -242,7 +247,7 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
              f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}"
              + (f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""))
     return Run(cfg, output, device, model, trained, train_loader, val_loader, optimizer, scheduler, scaler,
-               loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts),
+               loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts, train_set.targets),
                {"text_encoder": text_id, "prompts": prompts}, history, best,
                None if pool is None else pool.to(device))
 
