@@ -86,7 +86,7 @@ def plot_study(study: dict, classes: list[str], title: str, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(13, 4))
     width = 0.8 / len(study)
     for i, (name, m) in enumerate(study.items()):
         values = [100 * (m["per_class_accuracy"][c] or 0) for c in classes]
@@ -96,7 +96,7 @@ def plot_study(study: dict, classes: list[str], title: str, path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
