@@ -1,0 +1,97 @@
+"""Prompt robustness: one model scored with each template alone, and with templates averaged.
+
+    python -m kefer.templates accurate-int8 --split val --output val.json --plot val.png
+
+The faces are embedded once; each template only re-encodes the class prompts (the checkpoint's
+own text encoder, class names unchanged) and re-scores. Raw scores (no balance, no abstain), so
+that the templates alone differ. Rows: the paper's 9 templates, kefer's held-out ones
+(``text.HELD_OUT_TEMPLATES``, never used in training), and the average of each set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from .io import log_to_console
+from .metrics import classification_metrics
+from .recognizer import load
+from .text import HELD_OUT_TEMPLATES, PAPER_TEMPLATES
+from .train.evaluate import split_features
+
+
+def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> list[dict]:
+    """[{"template": str or "<set> averaged", "set": "paper"|"held-out", "accuracy", "mean_accuracy"}]"""
+    data, feats, labels, idx = split_features(rec, dataset, data_root, split)
+    rows = []
+    for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):
+        for template in [[t] for t in templates] + [templates]:
+            prompts = rec.operate(rec.encode_prompts(template=template), balanced=False, abstain=False)
+            probs = rec.score(feats.numpy(), prompts)[1]
+            m = classification_metrics(labels.numpy(), probs[:, idx.numpy()].argmax(1), data.classes)
+            rows.append({"template": template[0] if len(template) == 1 else f"all {len(template)} {name} averaged",
+                         "set": name, "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"]})
+    return rows
+
+
+def plot_sweep(rows: list[dict], title: str, path) -> None:
+    """Horizontal bars, one per template, the best single template's accuracy dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    colours = ["#8fb3d9" if r["set"] == "paper" else "#d9a38f" for r in rows]
+    ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
+    for yi, r in zip(y, rows):
+        ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
+    best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
+    ax.axvline(best, ls="--", color="grey")
+    ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
+    ax.set_yticks(y, [r["template"] for r in rows], fontsize=8)
+    lo = min(100 * r["accuracy"] for r in rows)
+    ax.set_xlim(max(0, lo - 5), min(100, best + 5))
+    ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kefer.templates", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a shipped model name, a .safetensors/.onnx file or a run directory")
+    p.add_argument("--dataset", default="ferplus")
+    p.add_argument("--data-root")
+    p.add_argument("--split", default="val", help="val to choose with; test only for a final, once-read figure")
+    p.add_argument("--output", help="write the rows as JSON")
+    p.add_argument("--plot", help="write the bars as PNG")
+    args = p.parse_args(argv)
+    log_to_console()
+    try:
+        rec = load(args.model)
+        rows = sweep(rec, args.dataset, args.data_root, args.split)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    singles = [r["accuracy"] for r in rows if "averaged" not in r["template"]]
+    for r in rows:
+        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  {r['set']:8s} {r['template']}")
+    print(f"single templates: best {100 * max(singles):.2f}, worst {100 * min(singles):.2f} "
+          f"(spread {100 * (max(singles) - min(singles)):.2f} points)")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"model": args.model, "dataset": args.dataset, "split": args.split, "rows": rows}, f, indent=1)
+    if args.plot:
+        plot_sweep(rows, f"{rec.name} on {args.dataset}/{args.split}: each template alone", args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

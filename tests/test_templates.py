@@ -1,0 +1,37 @@
+"""The template sweep: faces embedded once, each template scored alone and averaged."""
+import shutil
+
+import pytest
+
+import kefer
+from kefer.templates import plot_sweep, sweep
+from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES
+from kefer.train.evaluate import evaluate
+
+
+@pytest.fixture(scope="module")
+def small_val(ferplus_root, tmp_path_factory):
+    """A folder dataset: 6 real FER+ validation faces of each of 3 classes."""
+    from kefer.data import ferplus
+
+    root = tmp_path_factory.mktemp("val")
+    samples = ferplus.read_split(ferplus_root, "val")
+    for k, name in enumerate(ferplus.CLASSES[:3]):
+        (root / "val" / name).mkdir(parents=True)
+        for path in [p for p, y in samples if y == k][:6]:
+            shutil.copy(path, root / "val" / name / path.name)
+    return root
+
+
+def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path):
+    rec = kefer.load("fast", backend="torch")
+    rows = sweep(rec, "folder", small_val, "val")
+    assert [r["template"] for r in rows] == (PAPER_TEMPLATES + ["all 9 paper averaged"] + HELD_OUT_TEMPLATES
+                                             + ["all 4 held-out averaged"])
+    for template in (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[0]):
+        rec.set_prompts(template=template)
+        expected = evaluate(rec, "folder", small_val, split="val", logit_adjust=0)["val_accuracy"]
+        assert next(r for r in rows if r["template"] == template)["accuracy"] == pytest.approx(expected)
+    assert not set(HELD_OUT_TEMPLATES) & set(PAPER_TEMPLATES)
+    plot_sweep(rows, "fast", tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
