@@ -124,6 +124,18 @@ def update_onnx_meta(path: str | Path, meta: dict) -> None:
     atomic_write(Path(path), lambda tmp: onnx.save(proto, str(tmp)))
 
 
+def update_file_meta(path: str | Path, changes: dict) -> dict:
+    """Merge ``changes`` into the metadata of a kefer model file (.safetensors: tensors kept byte for
+    byte; .onnx: the graph unchanged); returns the new metadata."""
+    from .checkpoint import read_meta, update_meta
+
+    path = Path(path)
+    onnx_file = path.suffix == ".onnx"
+    meta = {**(read_onnx_meta(path)[0] if onnx_file else read_meta(path)), **changes}
+    (update_onnx_meta if onnx_file else update_meta)(path, meta)
+    return meta
+
+
 def read_onnx_meta(path: str | Path) -> tuple[dict, dict, dict]:
     """(checkpoint metadata, extra tensors {name: tensor}, raw properties) of a kefer ONNX file.
 

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .backend import export_onnx, read_onnx_meta, update_onnx_meta
+from .backend import export_onnx, update_file_meta
 from .checkpoint import load_model, save_model
 from .io import sha256
 from .quantize import calibration_images, quantize_model
@@ -57,22 +57,29 @@ def export(run: str | Path, dest: str | Path, command: str | None = None, half: 
         else:
             export_onnx(torch_rec.model, meta, dest, sha256(src))
     if evaluate:
-        rec = load(dest)
-        val, test = (measure(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
-        meta["metrics"] = {"val_accuracy": val["val_accuracy"], "test_accuracy": test["test_accuracy"],
-                           "test_mean_accuracy": test["test_mean_accuracy"], "measured_on": "this file"}
-        if dest.suffix == ".onnx":
-            update_onnx_meta(dest, {**read_onnx_meta(dest)[0], "metrics": meta["metrics"]})
-        else:
-            save_model(dest, state, meta, half=half)
+        record_metrics(dest)
     return dest
+
+
+def record_metrics(path: str | Path) -> dict:
+    """Measure the model file at ``path`` as ``kefer.load`` gives it (its stored operating point
+    applied) on its training dataset's validation and test splits, and store those metrics in it."""
+    rec = load(path)
+    cfg = rec.meta["config"]
+    val, test = (measure(rec, cfg["dataset"], cfg["data_root"], classes=cfg["classes"], split=s) for s in ("val", "test"))
+    metrics = {"val_accuracy": val["val_accuracy"], "val_mean_accuracy": val["val_mean_accuracy"],
+               "test_accuracy": test["test_accuracy"], "test_mean_accuracy": test["test_mean_accuracy"],
+               "measured_on": "this file", "operating_point": rec.summary}
+    update_file_meta(path, {"metrics": metrics})
+    return metrics
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m kefer.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run directory or checkpoint file")
-    p.add_argument("dest", help="the .safetensors or .onnx file to write")
+    p.add_argument("dest", nargs="?", help="the .safetensors or .onnx file to write (omit with --evaluate: measure "
+                                           "RUN, a model file, in place and store its metrics)")
     p.add_argument("--command", help="the command that trained it, kept in the metadata")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights in a .safetensors file (default: fp16)")
     p.add_argument("--int8", action="store_true",
@@ -82,7 +89,13 @@ def main(argv=None) -> int:
                         "(default: the run's own, measured before fp16 conversion)")
     args = p.parse_args(argv)
     try:
-        dest = export(args.run, args.dest, args.command, half=not args.fp32, evaluate=args.evaluate, int8=args.int8)
+        if args.dest is None:
+            if not args.evaluate:
+                p.error("give DEST, or --evaluate to measure RUN in place")
+            dest = resolve_checkpoint(args.run)
+            record_metrics(dest)
+        else:
+            dest = export(args.run, args.dest, args.command, half=not args.fp32, evaluate=args.evaluate, int8=args.int8)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

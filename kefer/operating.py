@@ -201,12 +201,11 @@ def table(result: dict) -> str:
 def write(path: Path, operating: dict) -> None:
     """Store ``operating`` in the checkpoint file at ``path`` (.safetensors: tensors and dtypes kept
     byte for byte; .onnx: its metadata), keeping the rest of its metadata."""
-    from .backend import read_onnx_meta, update_onnx_meta
-    from .checkpoint import read_meta, update_meta
+    from .backend import read_onnx_meta, update_file_meta
+    from .checkpoint import read_meta
 
     meta = read_onnx_meta(path)[0] if path.suffix == ".onnx" else read_meta(path)
-    meta["operating"] = {**(meta.get("operating") or {}), **operating}
-    (update_onnx_meta if path.suffix == ".onnx" else update_meta)(path, meta)
+    update_file_meta(path, {"operating": {**(meta.get("operating") or {}), **operating}})
 
 
 def main(argv=None) -> int:

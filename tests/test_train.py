@@ -458,3 +458,32 @@ def test_zero_shot_report_reads_where_the_left_out_class_goes():
     table = experiments.zero_shot_table("small", {"zs-fear": [record, record]})
     assert "| zs-fear | minilm | 2 | fear | 20.00 ± 0.00 | 12.5 | neutral 50%, surprise 20%, fear 20% |" in table
     assert "| zs-contempt | | 0 | contempt | not run |" in table
+
+
+def test_export_measures_a_model_file_in_place_with_its_operating_point(run, tmp_path):
+    """``kefer.export FILE --evaluate`` stores the metrics of FILE as loaded: raw, then balanced
+    once an operating point is written; the tensors stay as they were."""
+    from kefer.checkpoint import load_model
+    from kefer.operating import write
+
+    path = tmp_path / "m.safetensors"
+    shutil.copy(run / "best.safetensors", path)
+    r = run_cli("-m", "kefer.export", str(path), "--evaluate")
+    assert r.returncode == 0, r.stderr[-3000:]
+    raw = kefer.load(path).meta["metrics"]
+    assert raw["measured_on"] == "this file" and "raw scores" in raw["operating_point"]
+    before = load_model(path)[0]
+    write(path, {"balance": {"strength": 1.0}})
+    assert run_cli("-m", "kefer.export", str(path), "--evaluate").returncode == 0
+    balanced = kefer.load(path).meta["metrics"]
+    assert "balanced (a = 1" in balanced["operating_point"]
+    assert balanced["test_mean_accuracy"] != raw["test_mean_accuracy"]
+    after = load_model(path)[0]
+    assert all(torch_equal(before[k], after[k]) for k in before)
+    assert run_cli("-m", "kefer.export", str(path)).returncode != 0   # no DEST, no --evaluate
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
