@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 import cv2
@@ -27,8 +26,8 @@ from .faces import FaceDetector
 from .io import log_to_console
 from .metrics import classification_metrics
 from .recognizer import load
+from .viz import plot_study
 
-log = logging.getLogger(__name__)
 
 UPSCALE = 4
 BORDER = 128   # grey of the padding around the face
@@ -77,29 +76,6 @@ def framing_study(rec, dataset: str, data_root, classes, crop_scales: list[float
         m = accuracy_of(rec, crops, labels, data.classes)
         out[f"mtcnn x{s:g}"] = {**m, "missed": sum(f is None for f in found)}
     return out
-
-
-def plot_study(study: dict, classes: list[str], title: str, path) -> None:
-    """Grouped bars: per-class accuracy for each framing, mean per class in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(13, 4))
-    width = 0.8 / len(study)
-    for i, (name, m) in enumerate(study.items()):
-        values = [100 * (m["per_class_accuracy"][c] or 0) for c in classes]
-        ax.bar(np.arange(len(classes)) + i * width, values, width,
-               label=f"{name} (mean {100 * m['mean_accuracy']:.1f}, overall {100 * m['accuracy']:.1f})")
-    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:

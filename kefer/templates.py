@@ -13,13 +13,12 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from .io import log_to_console
 from .metrics import classification_metrics
 from .recognizer import load
 from .text import HELD_OUT_TEMPLATES, PAPER_TEMPLATES
 from .train.evaluate import split_features
+from .viz import plot_sweep
 
 
 def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> list[dict]:
@@ -34,33 +33,6 @@ def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> 
             rows.append({"template": template[0] if len(template) == 1 else f"all {len(template)} {name} averaged",
                          "set": name, "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"]})
     return rows
-
-
-def plot_sweep(rows: list[dict], title: str, path) -> None:
-    """Horizontal bars, one per template, the best single template's accuracy dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
-    y = np.arange(len(rows))[::-1]
-    colours = ["#8fb3d9" if r["set"] == "paper" else "#d9a38f" for r in rows]
-    ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
-    for yi, r in zip(y, rows):
-        ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
-    best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
-    ax.axvline(best, ls="--", color="grey")
-    ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
-    ax.set_yticks(y, [r["template"] for r in rows], fontsize=8)
-    lo = min(100 * r["accuracy"] for r in rows)
-    ax.set_xlim(max(0, lo - 5), min(100, best + 5))
-    ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out)")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:

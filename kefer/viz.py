@@ -1,5 +1,6 @@
 """Plots people would rather look at than read: confusion matrices, t-SNE with text anchors,
-training curves, operating-point sweeps. All write PNG files (matplotlib, no display needed)."""
+training curves, operating-point sweeps, framing and template studies. All write PNG files
+(matplotlib, no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -138,6 +139,46 @@ def plot_operating(result: dict, path: str | Path, title: str = "") -> None:
     b.set_title(f"abstain, after balancing at a = {op['balance']['strength']:g}")
     b.legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_study(study: dict, classes: list[str], title: str, path) -> None:
+    """Grouped bars: per-class accuracy for each framing, mean per class in the legend."""
+    fig, ax = plt.subplots(figsize=(13, 4))
+    width = 0.8 / len(study)
+    for i, (name, m) in enumerate(study.items()):
+        values = [100 * (m["per_class_accuracy"][c] or 0) for c in classes]
+        ax.bar(np.arange(len(classes)) + i * width, values, width,
+               label=f"{name} (mean {100 * m['mean_accuracy']:.1f}, overall {100 * m['accuracy']:.1f})")
+    ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweep(rows: list[dict], title: str, path) -> None:
+    """Horizontal bars, one per template, the best single template's accuracy dashed."""
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    colours = ["#8fb3d9" if r["set"] == "paper" else "#d9a38f" for r in rows]
+    ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
+    for yi, r in zip(y, rows):
+        ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
+    best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
+    ax.axvline(best, ls="--", color="grey")
+    ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
+    ax.set_yticks(y, [r["template"] for r in rows], fontsize=8)
+    lo = min(100 * r["accuracy"] for r in rows)
+    ax.set_xlim(max(0, lo - 5), min(100, best + 5))
+    ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

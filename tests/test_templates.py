@@ -4,7 +4,8 @@ import shutil
 import pytest
 
 import kefer
-from kefer.templates import plot_sweep, sweep
+from kefer.templates import sweep
+from kefer.viz import plot_sweep
 from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES
 from kefer.train.evaluate import evaluate
 
