@@ -618,3 +618,14 @@ def test_the_readme_says_how_to_get_cpu_wheels_and_keeps_the_default_install_off
     assert f"pip install torch=={torch_pin} " in readme and "--index-url https://download.pytorch.org/whl/cpu" in readme
     assert "pip install -r requirements.txt && python app.py" in readme
     assert "index-url" not in requirements and "download.pytorch.org" not in requirements
+
+
+def test_faces_table_shows_an_uncertain_answer_with_its_most_probable_class():
+    from kefer.app.render import faces_table
+
+    row = {"photo": "a.png", "face": 1, "whole_image": False, "x0": 1, "y0": 2, "x1": 30, "y1": 40,
+           "p_fear": 0.41, "p_surprise": 0.39, "label": "uncertain", "top_class": "fear"}
+    table = faces_table([row, {"photo": "b.png", "face": 1, "whole_image": False, "x0": 0, "y0": 0, "x1": 9,
+                               "y1": 9, "label": None}])
+    assert "| a.png | 1 | 1, 2, 30, 40 | uncertain | fear | 0.41 |" in table
+    assert "| b.png | 1 | 0, 0, 9, 9 | – | – | – |" in table

@@ -114,11 +114,12 @@ def faces_table(rows: list[dict]) -> str:
     """Markdown table of every face of every photo (rows from ``PhotoAlbum.rows``)."""
     if not rows:
         return ""
-    lines = ["| photo | face | box x0, y0, x1, y1 (original pixels) | class | probability |",
-             "|---|---|---|---|---|"]
+    lines = ["| photo | face | box x0, y0, x1, y1 (original pixels) | answer | most probable class | probability |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         box = "whole image" if r.get("whole_image") else ", ".join(f"{r[k]:.0f}" for k in ("x0", "y0", "x1", "y1"))
-        label = r.get("label")
-        score = f"{r['p_' + label]:.2f}" if label else "–"
-        lines.append(f"| {html.escape(r['photo'])} | {r['face']} | {box} | {html.escape(label or '–')} | {score} |")
+        label, top = r.get("label"), r.get("top_class")
+        score = f"{r['p_' + top]:.2f}" if top else "–"
+        lines.append(f"| {html.escape(r['photo'])} | {r['face']} | {box} | {html.escape(label or '–')} | "
+                     f"{html.escape(top or '–')} | {score} |")
     return "\n".join(lines)
