@@ -282,13 +282,13 @@ def zero_shot_table(scale: str, by_row: dict[str, list[dict]]) -> str:
     lines = [f"**{EXPERIMENTS['zero-shot'][0]}**, {scale} scale (`python -m kefer.experiments run zero-shot --scale "
              f"{scale}`): trained on FER+ without one class (its images dropped), then tested on all 8 FER+ test "
              "classes with that class added back by its prompt alone (`kefer.evaluate --add-class`).", "",
-             "| row | text | seeds | left-out class | its recall (zero-shot) | chance | where its images go "
-             "(mean share) | FER+ test, 8 classes | FER+ test, the 7 trained |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| row | text | seeds | left-out class | its recall (zero-shot) | chance | AUC of its prompt | where its "
+             "images go (mean share) | FER+ test, 8 classes | FER+ test, the 7 trained |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in EXPERIMENTS["zero-shot"][1]:
         records = [r for r in by_row.get(row, []) if "zero_shot" in r]
         if not records:
-            lines.append(f"| {row} | | 0 | {ZERO_SHOT[row]} | not run | | | | |")
+            lines.append(f"| {row} | | 0 | {ZERO_SHOT[row]} | not run | | | | | |")
             continue
         parts = [where_left_out_goes(r) for r in records]
         name, classes = parts[0][0], parts[0][3]
@@ -296,9 +296,11 @@ def zero_shot_table(scale: str, by_row: dict[str, list[dict]]) -> str:
         top = ", ".join(f"{classes[i]} {100 * share[i]:.0f}%" for i in np.argsort(-share, kind="stable")[:3])
         recall = [p[1] for p in parts]
         text = "orthogonal" if "orthogonal" in ROWS[row] else "minilm"
+        auc = [r["zero_shot"]["per_class_auc"][name] for r in records]
         lines.append(
             f"| {row} | {text} | {len(records)} | {name} | {fmt(*summary(recall))} "
-            f"| {100 / len(classes):.1f} | {top} | "
+            f"| {100 / len(classes):.1f} | {np.mean(auc):.3f} ± {np.std(auc, ddof=1) if len(auc) > 1 else float('nan'):.3f} "
+            f"| {top} | "
             f"{fmt(*summary([r['zero_shot']['test_accuracy'] for r in records]))} | "
             f"{fmt(*summary([r['ferplus']['test_accuracy'] for r in records]))} |")
     return "\n".join(lines)

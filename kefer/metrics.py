@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -23,3 +23,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         "classes": list(classes),
         "n": int(len(y_true)),
     }
+
+
+def per_class_auc(y_true: np.ndarray, scores: np.ndarray, classes: list[str]) -> dict:
+    """One-vs-rest ROC AUC of each class's score column of ``scores`` [N, K] (None for a class with
+    no face, or with every face): how well a class's score ranks its own faces above the others,
+    whether or not it wins the argmax."""
+    y_true = np.asarray(y_true)
+    out = {}
+    for k, c in enumerate(classes):
+        positive = y_true == k
+        out[c] = float(roc_auc_score(positive, scores[:, k])) if 0 < positive.sum() < len(y_true) else None
+    return out

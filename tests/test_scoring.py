@@ -57,3 +57,15 @@ def test_scores_add_the_prompts_offsets_and_a_constant_offset_changes_nothing():
         np.testing.assert_allclose(probs, expected, atol=1e-5)
     np.testing.assert_allclose(cos, score(f, base)[0])
     assert score(f, base)[1][1].argmax() == 1 and probs[1].argmax() == 2   # the rarer class wins
+
+
+def test_per_class_auc_ranks_a_class_without_winning_the_argmax():
+    """Class 1's score never wins, yet ranks its own faces first: AUC 1 with recall 0."""
+    from kefer.metrics import classification_metrics, per_class_auc
+
+    y = np.array([0, 0, 1, 1, 2])
+    scores = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.9, 0.6, 0.0], [0.7, 0.5, 0.1], [0.1, 0.0, 0.9]])
+    auc = per_class_auc(y, scores, ["a", "b", "c"])
+    assert auc["b"] == 1.0 and auc["c"] == 1.0
+    assert classification_metrics(y, scores.argmax(1), ["a", "b", "c"])["per_class_accuracy"]["b"] == 0.0
+    assert per_class_auc(np.zeros(3, int), np.ones((3, 2)), ["a", "b"]) == {"a": None, "b": None}

@@ -452,12 +452,13 @@ def test_zero_shot_report_reads_where_the_left_out_class_goes():
     cm = np.eye(8, dtype=int) * 10
     cm[6] = [5, 0, 2, 1, 0, 0, 2, 0]   # fear: 2 of 10 recalled, half read as neutral
     record = {"row": "zs-fear", "zero_shot": {"classes": classes, "confusion_matrix": cm.tolist(),
+                                              "per_class_auc": {"fear": 0.7},
                                               "test_accuracy": 0.9}, "ferplus": {"test_accuracy": 0.95}}
     name, recall, share, _ = experiments.where_left_out_goes(record)
     assert name == "fear" and recall == pytest.approx(0.2) and share[0] == pytest.approx(0.5)
     table = experiments.zero_shot_table("small", {"zs-fear": [record, record]})
-    assert "| zs-fear | minilm | 2 | fear | 20.00 ± 0.00 | 12.5 | neutral 50%, surprise 20%, fear 20% |" in table
-    assert "| zs-contempt | | 0 | contempt | not run |" in table
+    assert "| zs-fear | minilm | 2 | fear | 20.00 ± 0.00 | 12.5 | 0.700 ± 0.000 | neutral 50%, surprise 20%, fear 20% |" in table
+    assert "| zs-contempt | | 0 | contempt | not run | | | | | |" in table
 
 
 def test_export_measures_a_model_file_in_place_with_its_operating_point(run, tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from .. import viz
 from ..data import build_dataset
-from ..metrics import classification_metrics
+from ..metrics import classification_metrics, per_class_auc
 from ..operating import class_prior, margins
 from tqdm import tqdm
 
@@ -46,6 +46,8 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
              logit_adjust: float | None = None) -> dict:
     """``recognizer``'s accuracy on ``split`` of ``dataset``: keys ``<split>_accuracy`` and
     ``<split>_mean_accuracy`` (e.g. ``test_accuracy``; the argmax over all faces), ``per_class_accuracy``,
+    ``per_class_auc`` (one-vs-rest ROC AUC of each face's cosine to a class's anchor: does the
+    anchor rank its own faces first, argmax or not; 0.5 is chance),
     ``confusion_matrix`` (rows true, columns predicted), ``classes``, ``n``, ``logit_adjust`` (the
     balance strength used); where its prompts abstain, also ``abstain_margin``, ``<split>_coverage``
     (the fraction of faces answered) and ``<split>_answered_accuracy`` (accuracy on those).
@@ -63,13 +65,15 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
         if not point.prior:
             point = replace(point, prior=training_prior(recognizer))
         prompts = point.balance(prompts, logit_adjust)
-    probs = torch.from_numpy(recognizer.score(feats.numpy(), prompts)[1])
+    cos, probs = recognizer.score(feats.numpy(), prompts)
+    probs = torch.from_numpy(probs)
     pred = probs[:, idx].argmax(1)
     m = classification_metrics(labels.numpy(), pred.numpy(), data.classes)
     out = {
         "dataset": dataset, "split": split,
         f"{split}_accuracy": m["accuracy"], f"{split}_mean_accuracy": m["mean_accuracy"],
         "per_class_accuracy": m["per_class_accuracy"], "confusion_matrix": m["confusion_matrix"],
+        "per_class_auc": per_class_auc(labels.numpy(), cos[:, idx.numpy()], data.classes),
         "classes": data.classes, "n": m["n"], "skipped_images": len(data.skipped),
         "flip": recognizer.flip if flip is None else flip, "logit_adjust": prompts.strength,
     }
