@@ -68,17 +68,17 @@ def info_nce(f, n, text, y, nu: int, tau: float = TAU) -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=f.device))
 
 
-def prior_offset(targets, num_classes: int, strength: float) -> torch.Tensor | None:
-    """[K] logit offsets ``strength * log(class frequency)`` of training ``targets`` [N] for the
-    logit-adjusted cross-entropy (Menon et al., ICLR 2021; strength 1 is the balanced softmax of
-    Ren et al., 2020): frequent classes must win by a larger margin, so rare ones are not drowned.
-    None for strength 0. ValueError if a class has no training image."""
+def prior_offset(frequencies, strength: float) -> torch.Tensor | None:
+    """[K] logit offsets ``strength * log(frequency)`` from the training class ``frequencies`` [K]
+    for the logit-adjusted cross-entropy (Menon et al., ICLR 2021; strength 1 is the balanced
+    softmax of Ren et al., 2020): frequent classes must win by a larger margin, so rare ones are not
+    drowned. None for strength 0. ValueError if a class has no training image."""
     if not strength:
         return None
-    counts = torch.bincount(torch.as_tensor(targets), minlength=num_classes).double()
-    if (counts == 0).any():
-        raise ValueError(f"--ce-adjust needs every class in the training set; counts {counts.long().tolist()}")
-    return (strength * torch.log(counts / counts.sum())).float()
+    frequencies = torch.as_tensor(frequencies, dtype=torch.float64)
+    if (frequencies == 0).any():
+        raise ValueError(f"--ce-adjust needs every class in the training set; frequencies {frequencies.tolist()}")
+    return (strength * torch.log(frequencies)).float()
 
 
 @dataclass

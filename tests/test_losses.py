@@ -108,11 +108,11 @@ def test_bad_loss_combinations_are_rejected(terms):
 def test_prior_offset_is_the_scaled_log_frequency():
     from kefer.losses import prior_offset
 
-    offset = prior_offset([0, 0, 0, 1], 2, 0.5)
+    offset = prior_offset([0.75, 0.25], 0.5)
     torch.testing.assert_close(offset, 0.5 * torch.log(torch.tensor([0.75, 0.25])))
-    assert prior_offset([0, 1], 2, 0.0) is None
+    assert prior_offset([0.5, 0.5], 0.0) is None
     with pytest.raises(ValueError, match="every class"):
-        prior_offset([0, 0], 2, 1.0)
+        prior_offset([1.0, 0.0], 1.0)
 
 
 def test_logit_adjusted_ce_asks_frequent_classes_for_a_larger_margin():

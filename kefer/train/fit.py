@@ -62,9 +62,9 @@ def init_from_checkpoint(model: KEFERModel, cfg: Config, text_id: str | None) ->
                          f"{cfg.losses!r}): missing {sorted(set(missing) - {'text'})[:3]}, unexpected {unexpected[:3]}.")
 
 
-def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, prompts, targets=None) -> dict:
-    """What inference needs to rebuild and use the model, stored inside the checkpoint; with the
-    training labels ``targets`` [N], also their class frequencies (``kefer.operating``)."""
+def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, prompts, prior=None) -> dict:
+    """What inference needs to rebuild and use the model, stored inside the checkpoint; with
+    ``prior`` {class: training frequency}, also that (``kefer.operating``)."""
     meta = {
         "classes": list(classes),
         "templates": list(cfg.templates),
@@ -78,8 +78,8 @@ def checkpoint_meta(cfg: Config, model: KEFERModel, classes, text_encoder_id, pr
         "losses": cfg.losses,
         "config": asdict(cfg),
     }
-    if targets is not None:
-        meta["operating"] = {"class_prior": class_prior(targets, classes)}
+    if prior is not None:
+        meta["operating"] = {"class_prior": prior}
     return meta
 
 
@@ -208,7 +208,8 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
                             **cfg.encoder_kwargs)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
-    offset = prior_offset(train_set.targets, len(classes), cfg.ce_adjust)
+    prior = class_prior(train_set.targets, classes)   # {class: training frequency}
+    offset = prior_offset([prior.get(c, 0.0) for c in classes], cfg.ce_adjust)
     loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form,
                           logit_offset=None if offset is None else offset.to(device))
     nu = neutral_index(classes)
@@ -247,7 +248,7 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
              f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}"
              + (f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""))
     return Run(cfg, output, device, model, trained, train_loader, val_loader, optimizer, scheduler, scaler,
-               loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts, train_set.targets),
+               loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts, prior),
                {"text_encoder": text_id, "prompts": prompts}, history, best,
                None if pool is None else pool.to(device))
 
