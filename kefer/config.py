@@ -94,7 +94,14 @@ class Config:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-4
-    rotation: float = 10.0
+    # augmentation: the recipe's by default; the other options target faces that are not FER+ crops
+    rotation: float = field(default=10.0, metadata=flag("degrees of random rotation"))
+    crop_scale: float | None = field(default=None, metadata=flag(
+        "RandomResizedCrop(scale=(S, 1)) in place of the recipe's padded RandomCrop", metavar="S"))
+    auto_augment: str = field(default="none", metadata=flag(
+        "add torchvision's TrivialAugmentWide or RandAugment", choices=["none", "trivial", "randaugment"]))
+    erasing: float = field(default=0.5, metadata=flag("probability of random erasing", metavar="P"))
+    blur: float = field(default=0.0, metadata=flag("probability of a Gaussian blur", metavar="P"))
     # machinery
     seed: int = field(default=0, metadata=flag())
     device: str = field(default="auto", metadata=flag("auto, cpu, cuda, cuda:1, ..."))

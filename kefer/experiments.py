@@ -42,6 +42,10 @@ FACENET = ENCODERS + ["--encoder", "facenet-casia"]
 FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 ZERO_SHOT_CLASSES = ["fear", "contempt"]
 
+# augmentation against the gap to faces that are not FER+ crops (issue 15), each alone on top of the recipe's
+AUGMENTATIONS = {"crop-0.6": ["--crop-scale", "0.6"], "rotation-30": ["--rotation", "30"],
+                 "trivial": ["--auto-augment", "trivial"], "blur": ["--blur", "0.5"]}
+
 ROWS: dict[str, list[str]] = {
     "classifier": CPU + ["--losses", "classifier"],
     "ce": CPU + ["--losses", "ce"],
@@ -69,6 +73,7 @@ ROWS: dict[str, list[str]] = {
     "enc-facenet-mpnet": FACENET + ["--text-encoder", "mpnet"],
     "enc-facenet-balanced-softmax": FACENET + ["--ce-adjust", "1"],
     "enc-facenet-oversample": FACENET + ["--balance", "oversample"],
+    **{f"aug-{name}": FACENET + flags for name, flags in AUGMENTATIONS.items()},
     **{f"zs-{c}{suffix}": FACENET + ["--classes", ",".join(k for k in FERPLUS_CLASSES if k != c), *flags]
        for c in ZERO_SHOT_CLASSES for suffix, flags in (("", []), ("-orthogonal", ["--text-encoder", "orthogonal"]))},
 }
@@ -93,6 +98,8 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
                         "enc-facenet", "enc-facenet-orthogonal", "enc-facenet-clip-random", "enc-facenet-mpnet"]),
     "balance": ("Training for rare classes, face-pretrained encoder",
                 ["enc-facenet", "enc-facenet-votes", "enc-facenet-oversample", "enc-facenet-balanced-softmax"]),
+    "augment": ("Augmentation for faces that are not FER+ crops, face-pretrained encoder",
+                ["enc-facenet", *(f"aug-{name}" for name in AUGMENTATIONS)]),
     "zero-shot": ("A class left out of training, added back by its text alone (face-pretrained encoder)",
                   list(ZERO_SHOT)),
 }

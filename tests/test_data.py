@@ -104,3 +104,31 @@ def test_option_strings_parse_numbers_and_text_and_refuse_other_items():
     assert parse_kv("") == {}
     with pytest.raises(ValueError, match="not key=value"):
         parse_kv("val=0.2,oops")
+
+
+def test_augmentation_options_keep_the_output_shape_and_change_the_pipeline():
+    from torchvision.transforms import v2 as T
+    from kefer.data.transforms import train_transform
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    recipe = train_transform(64)
+    assert not any(isinstance(t, T.RandomResizedCrop) for t in recipe.transforms)
+    for options, kind in [({"crop_scale": 0.6}, T.RandomResizedCrop), ({"auto_augment": "trivial"}, T.TrivialAugmentWide),
+                          ({"auto_augment": "randaugment"}, T.RandAugment), ({"blur": 0.5}, T.RandomApply)]:
+        t = train_transform(64, **options)
+        assert any(isinstance(s, kind) for s in t.transforms), options
+        assert t(img).shape == (3, 64, 64)
+    assert not any(isinstance(t, T.RandomErasing) for t in train_transform(64, erasing=0).transforms)
+    with pytest.raises(ValueError, match="crop_scale"):
+        train_transform(64, crop_scale=1.5)
+    with pytest.raises(ValueError, match="auto_augment"):
+        train_transform(64, auto_augment="autoaugment")
+
+
+def test_augmentation_flags_reach_the_config():
+    import argparse
+    from kefer.config import Config, add_flags, flag_overrides
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    args = parser.parse_args(["--crop-scale", "0.6", "--auto-augment", "trivial", "--blur", "0.5", "--erasing", "0"])
+    cfg = Config(**flag_overrides(args))
+    assert (cfg.crop_scale, cfg.auto_augment, cfg.blur, cfg.erasing, cfg.rotation) == (0.6, "trivial", 0.5, 0.0, 10.0)

@@ -169,7 +169,8 @@ class Run:
 def datasets(cfg: Config, mean: tuple, std: tuple):
     """(train set, augmented; val set) of ``cfg``, normalised with the encoder's ``mean``/``std``."""
     train_set = build_dataset(cfg.dataset, cfg.data_root, "train",
-                              train_transform(cfg.img_size, mean, std, cfg.rotation),
+                              train_transform(cfg.img_size, mean, std, cfg.rotation, cfg.crop_scale,
+                                              cfg.auto_augment, cfg.erasing, cfg.blur),
                               classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed,
                               labels=cfg.labels)
     val_set = build_dataset(cfg.dataset, cfg.data_root, "val", eval_transform(cfg.img_size, mean, std),
