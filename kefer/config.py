@@ -81,6 +81,10 @@ class Config:
         "mean: train against the --template embeddings averaged per class (METHOD.md); batch: text "
         "augmentation, one of them drawn at random for each training batch; inference uses the mean either way",
         choices=["mean", "batch"]))
+    class_names: str = field(default="dataset", metadata=flag(
+        "variants: text augmentation also draws the form of the class names for each batch, the nouns "
+        "(happiness) or their adjectives (happy); needs --template-sampling batch; inference uses the nouns",
+        choices=["dataset", "variants"]))
     # losses: a Table 2 row, e.g. "classifier", "ce", "ce,t", "ce,sc", "ce,t,sc", "ce,t,infonce"
     losses: str = field(default="ce,t,sc", metadata=flag("classifier | ce | ce,t | ce,sc | ce,t,sc | ce,t,infonce"))
     lambdas: dict = field(default_factory=dict, metadata=flag(   # unnamed terms weigh 1

@@ -3,9 +3,10 @@
     python -m kefer.templates accurate-int8 --split val --output val.json --plot val.png
 
 The faces are embedded once; each template only re-encodes the class prompts (the checkpoint's
-own text encoder, class names unchanged) and re-scores. Raw scores (no balance, no abstain), so
-that the templates alone differ. Rows: the paper's 9 templates, kefer's held-out ones
-(``text.HELD_OUT_TEMPLATES``, never used in training), and the average of each set.
+own text encoder) and re-scores. Raw scores (no balance, no abstain), so that the templates alone
+differ. Rows: the paper's 9 templates, kefer's held-out ones (``text.HELD_OUT_TEMPLATES``, never
+used in training), and the average of each set; each with the model's class names (nouns:
+"happiness") and then with their adjectives ("This person is happy.", ``vocab.adjective``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 
+from .data.vocab import adjective
 from .io import log_to_console
 from .metrics import classification_metrics
 from .recognizer import load
@@ -22,16 +24,23 @@ from .viz import plot_sweep
 
 
 def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> list[dict]:
-    """[{"template": str or "<set> averaged", "set": "paper"|"held-out", "accuracy", "mean_accuracy"}]"""
+    """[{"template": str or "<set> averaged", "set": "paper"|"held-out", "names": "nouns"|"adjectives",
+    "accuracy", "mean_accuracy"}]; no adjective rows when two classes share an adjective."""
     data, feats, labels, idx = split_features(rec, dataset, data_root, split)
+    adjectives = [adjective(c) for c in rec.classes]
+    names = {"nouns": list(rec.classes)}
+    if len(set(adjectives)) == len(adjectives):
+        names["adjectives"] = adjectives
     rows = []
-    for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):
-        for template in [[t] for t in templates] + [templates]:
-            prompts = rec.operate(rec.encode_prompts(template=template), balanced=False, abstain=False)
-            probs = rec.score(feats.numpy(), prompts)[1]
-            m = classification_metrics(labels.numpy(), probs[:, idx.numpy()].argmax(1), data.classes)
-            rows.append({"template": template[0] if len(template) == 1 else f"all {len(template)} {name} averaged",
-                         "set": name, "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"]})
+    for kind, classes in names.items():
+        for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):
+            for template in [[t] for t in templates] + [templates]:
+                prompts = rec.operate(rec.encode_prompts(template, classes), balanced=False, abstain=False)
+                probs = rec.score(feats.numpy(), prompts)[1]
+                m = classification_metrics(labels.numpy(), probs[:, idx.numpy()].argmax(1), data.classes)
+                label = template[0] if len(template) == 1 else f"all {len(template)} {name} averaged"
+                rows.append({"template": label, "set": name, "names": kind,
+                             "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"]})
     return rows
 
 
@@ -52,11 +61,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    singles = [r["accuracy"] for r in rows if "averaged" not in r["template"]]
     for r in rows:
-        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  {r['set']:8s} {r['template']}")
-    print(f"single templates: best {100 * max(singles):.2f}, worst {100 * min(singles):.2f} "
-          f"(spread {100 * (max(singles) - min(singles)):.2f} points)")
+        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  "
+              f"{r['names']:10s} {r['set']:8s} {r['template']}")
+    for kind in dict.fromkeys(r["names"] for r in rows):
+        singles = [r["accuracy"] for r in rows if r["names"] == kind and "averaged" not in r["template"]]
+        print(f"single templates, class {kind}: best {100 * max(singles):.2f}, worst {100 * min(singles):.2f} "
+              f"(spread {100 * (max(singles) - min(singles)):.2f} points)")
     if args.output:
         with open(args.output, "w") as f:
             json.dump({"model": args.model, "dataset": args.dataset, "split": args.split, "rows": rows}, f, indent=1)

@@ -163,20 +163,24 @@ def plot_study(study: dict, classes: list[str], title: str, path) -> None:
 
 
 def plot_sweep(rows: list[dict], title: str, path) -> None:
-    """Horizontal bars, one per template, the best single template's accuracy dashed."""
+    """Horizontal bars, one per template (``kefer.templates.sweep`` rows), the best single template's
+    accuracy dashed; adjective rows in lighter colours."""
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
-    colours = ["#8fb3d9" if r["set"] == "paper" else "#d9a38f" for r in rows]
+    palette = {("paper", "nouns"): "#8fb3d9", ("held-out", "nouns"): "#d9a38f",
+               ("paper", "adjectives"): "#c6d8ec", ("held-out", "adjectives"): "#ecd1c6"}
+    colours = [palette[r["set"], r.get("names", "nouns")] for r in rows]
     ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
     for yi, r in zip(y, rows):
         ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
     best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
     ax.axvline(best, ls="--", color="grey")
     ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
-    ax.set_yticks(y, [r["template"] for r in rows], fontsize=8)
+    ax.set_yticks(y, [r["template"] + (" (adjectives)" if r.get("names") == "adjectives" else "") for r in rows],
+                  fontsize=8)
     lo = min(100 * r["accuracy"] for r in rows)
     ax.set_xlim(max(0, lo - 5), min(100, best + 5))
-    ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out)")
+    ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out; pale: adjective class names)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -5,7 +5,7 @@ from PIL import Image
 
 from kefer.data import build_dataset, read_folder
 from kefer.data.ferplus import majority_label, read_split, vote_distribution
-from kefer.data.vocab import canonical
+from kefer.data.vocab import adjective, canonical
 
 
 def test_majority_label_rules():
@@ -95,6 +95,9 @@ def test_folder_without_splits_cannot_train(tmp_path):
 
 def test_vocabulary():
     assert canonical("Happy") == "happiness" and canonical("ANGRY") == "anger" and canonical("fear") == "fear"
+    assert canonical("joy") == "happiness" and canonical("contemptuous") == "contempt"
+    assert adjective("Happiness") == "happy" and adjective("sad") == "sad" and adjective("neutral") == "neutral"
+    assert adjective("pain") == "pain"   # not an expression kefer knows: unchanged
 
 
 def test_option_strings_parse_numbers_and_text_and_refuse_other_items():
@@ -112,7 +115,8 @@ def test_augmentation_options_keep_the_output_shape_and_change_the_pipeline():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
     recipe = train_transform(64)
     assert not any(isinstance(t, T.RandomResizedCrop) for t in recipe.transforms)
-    for options, kind in [({"crop_scale": 0.6}, T.RandomResizedCrop), ({"auto_augment": "trivial"}, T.TrivialAugmentWide),
+    for options, kind in [({"crop_scale": 0.6}, T.RandomResizedCrop),
+                          ({"auto_augment": "trivial"}, T.TrivialAugmentWide),
                           ({"auto_augment": "randaugment"}, T.RandAugment), ({"blur": 0.5}, T.RandomApply)]:
         t = train_transform(64, **options)
         assert any(isinstance(s, kind) for s in t.transforms), options

@@ -488,3 +488,30 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_class_name_variants_add_the_adjective_anchor_sets():
+    """--class-names variants doubles the text-augmentation pool: each template with the nouns, then
+    with the adjectives ("This person is happy."); it is text augmentation, so it needs batch sampling."""
+    from dataclasses import replace
+
+    import torch
+    from kefer.config import Config
+    from kefer.losses import LossConfig
+    from kefer.text import class_embeddings
+    from kefer.train.fit import template_pool
+
+    classes, templates = ["neutral", "happiness", "anger"], ["This person is [CLS].", "A photo of a [CLS] face."]
+    cfg = Config(text_encoder="orthogonal", templates=templates, template_sampling="batch")
+    loss_cfg = LossConfig(terms=("ce", "t", "sc"))
+    assert template_pool(cfg, loss_cfg, classes).shape[0] == 2
+    pool = template_pool(replace(cfg, class_names="variants"), loss_cfg, classes)
+    assert pool.shape[:2] == (4, 3)
+    torch.testing.assert_close(pool[0], class_embeddings("orthogonal", classes, templates[:1])[0])
+    adjectives = ["neutral", "happy", "angry"]
+    torch.testing.assert_close(pool[3], class_embeddings("orthogonal", adjectives, templates[1:])[0])
+    assert template_pool(replace(cfg, templates=templates[:1], class_names="variants"), loss_cfg, classes).shape[0] == 2
+    with pytest.raises(ValueError, match="template-sampling batch"):
+        template_pool(replace(cfg, template_sampling="mean", class_names="variants"), loss_cfg, classes)
+    with pytest.raises(ValueError, match="more than once"):
+        template_pool(replace(cfg, templates=templates[:1]), loss_cfg, classes)

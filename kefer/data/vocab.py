@@ -4,22 +4,23 @@ from __future__ import annotations
 # FER+ order; the 7 basic expressions plus contempt.
 EXPRESSIONS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 
-ALIASES = {
-    "happy": "happiness", "joy": "happiness",
-    "sad": "sadness",
-    "angry": "anger",
-    "surprised": "surprise",
-    "fearful": "fear", "afraid": "fear",
-    "disgusted": "disgust",
-    "contemptuous": "contempt",
-    "calm": "neutral",
-}
+# Each expression's adjective, the class-name variant of text augmentation ("This person is happy.").
+ADJECTIVES = {"neutral": "neutral", "happiness": "happy", "surprise": "surprised", "sadness": "sad",
+              "anger": "angry", "disgust": "disgusted", "fear": "fearful", "contempt": "contemptuous"}
+
+ALIASES = {**{adj: noun for noun, adj in ADJECTIVES.items() if adj != noun},
+           "joy": "happiness", "afraid": "fear", "calm": "neutral"}
 
 
 def canonical(name: str) -> str:
     """Map a dataset's label name (any case, common synonyms) onto the shared vocabulary."""
     key = name.strip().lower()
     return ALIASES.get(key, key)
+
+
+def adjective(name: str) -> str:
+    """The adjective of an expression name ("happiness" -> "happy"); other names are returned as given."""
+    return ADJECTIVES.get(canonical(name), name)
 
 
 def neutral_index(classes) -> int | None:

@@ -22,7 +22,7 @@ from ..checkpoint import load_model, load_training_state, save_model, save_train
 from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import eval_transform, train_transform
-from ..data.vocab import neutral_index
+from ..data.vocab import adjective, neutral_index
 from ..losses import LossConfig, prior_offset
 from ..model import KEFERModel, create_visual_encoder
 from ..operating import class_prior
@@ -190,14 +190,18 @@ def class_text(cfg: Config, loss_cfg: LossConfig, classes: list[str], state: dic
 
 
 def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torch.Tensor | None:
-    """[T, K, d]: the class text embeddings of each ``--template`` alone, for text augmentation
-    (``--template-sampling batch``); None otherwise."""
+    """[P, K, d]: the class text embeddings of each ``--template`` alone (and, with
+    ``--class-names variants``, of each template with the classes' adjectives too), for text
+    augmentation (``--template-sampling batch``); None otherwise."""
     if cfg.template_sampling == "mean" or "classifier" in loss_cfg.terms:
+        if cfg.class_names == "variants" and "classifier" not in loss_cfg.terms:
+            raise ValueError("--class-names variants is text augmentation: add --template-sampling batch.")
         return None
-    if len(cfg.templates) < 2:
-        raise ValueError("--template-sampling batch draws among several templates; give --template more than once "
-                         "(or --template paper).")
-    return torch.stack([class_embeddings(cfg.text_encoder, classes, [t])[0] for t in cfg.templates])
+    names = [classes] + ([[adjective(c) for c in classes]] if cfg.class_names == "variants" else [])
+    if len(cfg.templates) * len(names) < 2:
+        raise ValueError("--template-sampling batch draws among several anchor sets; give --template more than once "
+                         "(or --template paper), or add --class-names variants.")
+    return torch.stack([class_embeddings(cfg.text_encoder, n, [t])[0] for n in names for t in cfg.templates])
 
 
 def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None) -> Run:
