@@ -515,3 +515,19 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
         template_pool(replace(cfg, template_sampling="mean", class_names="variants"), loss_cfg, classes)
     with pytest.raises(ValueError, match="more than once"):
         template_pool(replace(cfg, templates=templates[:1]), loss_cfg, classes)
+
+
+def test_an_oversampled_run_stores_the_uniform_prior_it_was_trained_under(tiny_folder, tmp_path):
+    """Class-balanced sampling trains every class equally often, so the stored prior (which the
+    post-hoc balance and --ce-adjust correct against) is uniform, not the folder's frequencies."""
+    from kefer.checkpoint import read_meta
+
+    skewed = tmp_path / "skewed"
+    shutil.copytree(tiny_folder, skewed)
+    for path in sorted((skewed / "train" / "surprise").iterdir())[4:]:   # 16, 16 and 4 training faces
+        path.unlink()
+    out = tmp_path / "over"
+    r = run_cli("train.py", *tiny_run(skewed, out, 1), "--balance", "oversample")
+    assert r.returncode == 0, r.stderr[-3000:]
+    prior = read_meta(out / "best.safetensors")["operating"]["class_prior"]
+    assert len(prior) > 1 and list(prior.values()) == pytest.approx([1 / len(prior)] * len(prior))

@@ -214,6 +214,8 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
     prior = class_prior(train_set.targets, classes)   # {class: training frequency}
+    if cfg.balance == "oversample":   # the prior the model is trained under: every class drawn equally often
+        prior = {c: 1 / len(prior) for c in prior}
     offset = prior_offset([prior.get(c, 0.0) for c in classes], cfg.ce_adjust)
     loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form,
                           logit_offset=None if offset is None else offset.to(device))
