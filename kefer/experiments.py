@@ -275,6 +275,23 @@ def table(name: str, scale: str, by_row: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def per_class_table(name: str, scale: str, by_row: dict[str, list[dict]], dataset: str = "ckplus") -> str:
+    """Markdown: each row's per-class test accuracy on ``dataset`` (``ckplus`` or ``ferplus``), mean ±
+    standard deviation over seeds."""
+    rows = [r for r in EXPERIMENTS[name][1] if by_row.get(r)]
+    if not rows:
+        return f"(no finished run of {name} at the {scale} scale)"
+    classes = by_row[rows[0]][0][dataset]["classes"]
+    label = {"ckplus": "CK+ (7 classes)", "ferplus": "FER+ test"}[dataset]
+    lines = [f"{label} accuracy per class (%), mean ± standard deviation over seeds.", "",
+             "| row | seeds | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
+    for row in rows:
+        records = by_row[row]
+        cells = [fmt(*summary([r[dataset]["per_class_accuracy"][c] for r in records])) for c in classes]
+        lines.append(f"| {row} | {len(records)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def where_left_out_goes(record: dict) -> tuple[str, float, np.ndarray, list[str]]:
     """(left-out class, its recall, share of its test images per predicted class [K], classes) of a
     zero-shot run's all-class FER+ test evaluation."""
@@ -418,6 +435,9 @@ def report(root: Path, out: Path, results_md: Path) -> None:
         for name in EXPERIMENTS:
             plot_experiment(name, scale, by_row, out / f"{scale}-{name}.png")
             text = between_markers(text, f"{name}:{scale}", table(name, scale, by_row))
+            for dataset in ("ckplus", "ferplus"):
+                text = between_markers(text, f"{name}-{dataset}-per-class:{scale}",
+                                       per_class_table(name, scale, by_row, dataset))
     if text:
         results_md.write_text(text)
     log.info(f"tables in {results_md}, plots and runs.csv in {out}")
