@@ -49,7 +49,8 @@ class Config:
         "comma-separated class names to keep, in order", type=parse_list))
     max_train_samples: int | None = field(default=None, metadata=flag())
     balance: str = field(default="none", metadata=flag(
-        "oversample: draw training images class-balanced (the paper's AffectNet recipe)",
+        "oversample: draw training images class-balanced (the paper's AffectNet recipe); the model then stores a "
+        "uniform class prior, so post-hoc balance leaves it as it is",
         choices=["none", "oversample"]))
     ce_adjust: float = field(default=0.0, metadata=flag(
         "logit-adjusted cross-entropy (Menon et al., ICLR 2021): add A * log(training class frequency) to the "
@@ -81,10 +82,11 @@ class Config:
         "mean: train against the --template embeddings averaged per class (METHOD.md); batch: text "
         "augmentation, one of them drawn at random for each training batch; inference uses the mean either way",
         choices=["mean", "batch"]))
-    class_names: str = field(default="dataset", metadata=flag(
-        "variants: text augmentation also draws the form of the class names for each batch, the nouns "
-        "(happiness) or their adjectives (happy); needs --template-sampling batch; inference uses the nouns",
-        choices=["dataset", "variants"]))
+    class_names: str = field(default="own", metadata=flag(
+        "own: the dataset's class names; variants: text augmentation also draws the form of the class names for "
+        "each batch, the dataset's (happiness) or their adjectives (happy); needs --template-sampling batch; "
+        "inference uses the dataset's",
+        choices=["own", "variants"]))
     # losses: a Table 2 row, e.g. "classifier", "ce", "ce,t", "ce,sc", "ce,t,sc", "ce,t,infonce"
     losses: str = field(default="ce,t,sc", metadata=flag("classifier | ce | ce,t | ce,sc | ce,t,sc | ce,t,infonce"))
     lambdas: dict = field(default_factory=dict, metadata=flag(   # unnamed terms weigh 1
@@ -100,8 +102,9 @@ class Config:
     warmup_lr: float = 1e-4
     # augmentation: the recipe's by default; the other options target faces that are not FER+ crops
     rotation: float = field(default=10.0, metadata=flag("degrees of random rotation"))
-    crop_scale: float | None = field(default=None, metadata=flag(
-        "RandomResizedCrop(scale=(S, 1)) in place of the recipe's padded RandomCrop", metavar="S"))
+    crop_area: float | None = field(default=None, metadata=flag(
+        "RandomResizedCrop(scale=(S, 1)), a crop of S to all of the image's area, in place of the recipe's padded "
+        "RandomCrop (the app's face crop_scale is another thing: the detector box's side)", metavar="S"))
     auto_augment: str = field(default="none", metadata=flag(
         "add torchvision's TrivialAugmentWide or RandAugment", choices=["none", "trivial", "randaugment"]))
     erasing: float = field(default=0.5, metadata=flag("probability of random erasing", metavar="P"))

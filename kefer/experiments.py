@@ -43,7 +43,7 @@ FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disg
 ZERO_SHOT_CLASSES = ["fear", "contempt"]
 
 # augmentation against the gap to faces that are not FER+ crops (issue 15), each alone on top of the recipe's
-AUGMENTATIONS = {"crop-0.6": ["--crop-scale", "0.6"], "rotation-30": ["--rotation", "30"],
+AUGMENTATIONS = {"crop-area-0.6": ["--crop-area", "0.6"], "rotation-30": ["--rotation", "30"],
                  "trivial": ["--auto-augment", "trivial"], "blur": ["--blur", "0.5"]}
 
 ROWS: dict[str, list[str]] = {
@@ -277,17 +277,19 @@ def table(name: str, scale: str, by_row: dict[str, list[dict]]) -> str:
 
 def per_class_table(name: str, scale: str, by_row: dict[str, list[dict]], dataset: str = "ckplus") -> str:
     """Markdown: each row's per-class test accuracy on ``dataset`` (``ckplus`` or ``ferplus``), mean ±
-    standard deviation over seeds."""
+    standard deviation over seeds; blank where a row has no such class (e.g. one left out of training)."""
     rows = [r for r in EXPERIMENTS[name][1] if by_row.get(r)]
     if not rows:
         return f"(no finished run of {name} at the {scale} scale)"
-    classes = by_row[rows[0]][0][dataset]["classes"]
+    classes = list(dict.fromkeys(c for r in rows for rec in by_row[r] for c in rec[dataset]["classes"]))
     label = {"ckplus": "CK+ (7 classes)", "ferplus": "FER+ test"}[dataset]
     lines = [f"{label} accuracy per class (%), mean ± standard deviation over seeds.", "",
              "| row | seeds | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
     for row in rows:
         records = by_row[row]
-        cells = [fmt(*summary([r[dataset]["per_class_accuracy"][c] for r in records])) for c in classes]
+        cells = [fmt(*summary(values)) if (values := [r[dataset]["per_class_accuracy"][c] for r in records
+                                                     if c in r[dataset]["per_class_accuracy"]]) else ""
+                 for c in classes]
         lines.append(f"| {row} | {len(records)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -48,10 +48,13 @@ ABSTAIN_RULE = ("margin = top-1 minus top-2 probability after balancing; t in {0
                 "at which the validation accuracy on the faces with margin >= t is at least PRECISION")
 
 
-def class_prior(targets, classes) -> dict:
-    """Class frequencies {class: count / total} of training labels ``targets`` [N] (indices into
-    ``classes``); classes without a training image are left out."""
+def class_prior(targets, classes, balance: str = "none") -> dict:
+    """The class prior a model is trained under, {class: probability}: the frequencies count / total
+    of training labels ``targets`` [N] (indices into ``classes``), or uniform where ``balance`` is
+    ``oversample`` (every class drawn equally often); classes without a training image are left out."""
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes))
+    if balance == "oversample":
+        return {c: 1 / np.count_nonzero(counts) for c, n in zip(classes, counts) if n}
     return {c: float(n / counts.sum()) for c, n in zip(classes, counts) if n}
 
 

@@ -167,9 +167,9 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
     accuracy dashed; adjective rows in lighter colours."""
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
-    palette = {("paper", "nouns"): "#8fb3d9", ("held-out", "nouns"): "#d9a38f",
+    palette = {("paper", "own"): "#8fb3d9", ("held-out", "own"): "#d9a38f",
                ("paper", "adjectives"): "#c6d8ec", ("held-out", "adjectives"): "#ecd1c6"}
-    colours = [palette[r["set"], r.get("names", "nouns")] for r in rows]
+    colours = [palette[r["set"], r.get("names", "own")] for r in rows]
     ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
     for yi, r in zip(y, rows):
         ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)

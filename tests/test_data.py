@@ -110,22 +110,30 @@ def test_option_strings_parse_numbers_and_text_and_refuse_other_items():
 
 
 def test_augmentation_options_keep_the_output_shape_and_change_the_pipeline():
+    import torch
     from torchvision.transforms import v2 as T
-    from kefer.data.transforms import train_transform
+    from kefer.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
-    recipe = train_transform(64)
-    assert not any(isinstance(t, T.RandomResizedCrop) for t in recipe.transforms)
-    for options, kind in [({"crop_scale": 0.6}, T.RandomResizedCrop),
-                          ({"auto_augment": "trivial"}, T.TrivialAugmentWide),
-                          ({"auto_augment": "randaugment"}, T.RandAugment), ({"blur": 0.5}, T.RandomApply)]:
+    recipe = T.Compose([   # the paper's augmentation, as kefer has always trained with it
+        T.ToImage(), T.Resize((64, 64), antialias=True), T.RandomHorizontalFlip(), T.RandomRotation(10.0),
+        T.RandomApply([T.RandomCrop(64, padding=4)], p=0.5), T.ToDtype(torch.float32, scale=True),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD), T.RandomErasing(scale=(0.02, 0.25))])
+    assert repr(train_transform(64)) == repr(recipe)
+
+    def kinds(t):   # the transforms of a pipeline, those inside RandomApply included
+        return {type(s) for s in t.transforms} | {type(s) for r in t.transforms if isinstance(r, T.RandomApply)
+                                                  for s in r.transforms}
+    for options, kind in [({"crop_area": 0.6}, T.RandomResizedCrop), ({"auto_augment": "trivial"}, T.TrivialAugmentWide),
+                          ({"auto_augment": "randaugment"}, T.RandAugment), ({"blur": 0.5}, T.GaussianBlur)]:
         t = train_transform(64, **options)
-        assert any(isinstance(s, kind) for s in t.transforms), options
+        assert kind in kinds(t) and kind not in kinds(train_transform(64)), options
         assert t(img).shape == (3, 64, 64)
-    assert not any(isinstance(t, T.RandomErasing) for t in train_transform(64, erasing=0).transforms)
-    with pytest.raises(ValueError, match="crop_scale"):
-        train_transform(64, crop_scale=1.5)
-    with pytest.raises(ValueError, match="auto_augment"):
-        train_transform(64, auto_augment="autoaugment")
+    assert T.RandomCrop not in kinds(train_transform(64, crop_area=0.6))
+    assert T.RandomErasing not in kinds(train_transform(64, erasing=0))
+    for options, match in [({"crop_area": 1.5}, "crop_area"), ({"auto_augment": "autoaugment"}, "auto_augment"),
+                           ({"blur": -0.1}, "blur"), ({"erasing": 2}, "erasing")]:
+        with pytest.raises(ValueError, match=match):
+            train_transform(64, **options)
 
 
 def test_augmentation_flags_reach_the_config():
@@ -133,6 +141,6 @@ def test_augmentation_flags_reach_the_config():
     from kefer.config import Config, add_flags, flag_overrides
     parser = argparse.ArgumentParser()
     add_flags(parser)
-    args = parser.parse_args(["--crop-scale", "0.6", "--auto-augment", "trivial", "--blur", "0.5", "--erasing", "0"])
+    args = parser.parse_args(["--crop-area", "0.6", "--auto-augment", "trivial", "--blur", "0.5", "--erasing", "0"])
     cfg = Config(**flag_overrides(args))
-    assert (cfg.crop_scale, cfg.auto_augment, cfg.blur, cfg.erasing, cfg.rotation) == (0.6, "trivial", 0.5, 0.0, 10.0)
+    assert (cfg.crop_area, cfg.auto_augment, cfg.blur, cfg.erasing, cfg.rotation) == (0.6, "trivial", 0.5, 0.0, 10.0)

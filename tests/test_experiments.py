@@ -19,6 +19,15 @@ def test_per_class_table_averages_seeds_and_skips_rows_not_run():
     assert "no finished run" in per_class_table("augment", "small", {})
 
 
+def test_per_class_table_leaves_a_class_a_row_lacks_blank():
+    rows = EXPERIMENTS["augment"][1]
+    other = {"row": rows[1], "seed": 0, "ckplus": {"classes": ["neutral", "fear"],
+                                                   "per_class_accuracy": {"neutral": 0.5, "fear": 0.25}}}
+    lines = per_class_table("augment", "small", {rows[0]: [record(rows[0], 0, 0.1)], rows[1]: [other]}).splitlines()
+    assert lines[2] == "| row | seeds | neutral | anger | fear |"
+    assert lines[4:] == [f"| {rows[0]} | 1 | 90.00 | 10.00 |  |", f"| {rows[1]} | 1 | 50.00 |  | 25.00 |"]
+
+
 def test_between_markers_replaces_only_the_marked_text():
     text = "a\n<!-- table:x -->\nold\n<!-- /table:x -->\nb"
     assert between_markers(text, "x", "new") == "a\n<!-- table:x -->\nnew\n<!-- /table:x -->\nb"

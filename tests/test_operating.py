@@ -207,3 +207,11 @@ def test_the_cli_writes_label_and_top_class_and_honours_no_abstain(ckplus_root, 
     assert rows[0]["label"] == UNCERTAIN and rows[0]["top_class"] in kefer.load("fast", backend="torch").classes
     assert rows[1]["label"] == rows[1]["top_class"] == rows[0]["top_class"]
     assert rows[1]["p_happiness"] == rows[0]["p_happiness"] != rows[2]["p_happiness"]   # --no-balance: raw
+
+
+def test_the_class_prior_is_the_one_training_draws_from():
+    from kefer.operating import class_prior
+
+    targets, classes = [0, 0, 0, 1], ["neutral", "anger", "fear"]   # fear has no training face
+    assert class_prior(targets, classes) == {"neutral": 0.75, "anger": 0.25}
+    assert class_prior(targets, classes, balance="oversample") == {"neutral": 0.5, "anger": 0.5}

@@ -30,7 +30,7 @@ def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path
     rows = sweep(rec, "folder", small_val, "val")
     one_set = PAPER_TEMPLATES + ["all 9 paper averaged"] + HELD_OUT_TEMPLATES + ["all 4 held-out averaged"]
     assert [r["template"] for r in rows] == one_set * 2
-    assert [r["names"] for r in rows] == ["nouns"] * len(one_set) + ["adjectives"] * len(one_set)
+    assert [r["names"] for r in rows] == ["own"] * len(one_set) + ["adjectives"] * len(one_set)
     for template in (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[0]):
         rec.set_prompts(template=template)
         expected = evaluate(rec, "folder", small_val, split="val", logit_adjust=0)["val_accuracy"]

@@ -499,7 +499,7 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
     from kefer.config import Config
     from kefer.losses import LossConfig
     from kefer.text import class_embeddings
-    from kefer.train.fit import template_pool
+    from kefer.train.fit import check_config, template_pool
 
     classes, templates = ["neutral", "happiness", "anger"], ["This person is [CLS].", "A photo of a [CLS] face."]
     cfg = Config(text_encoder="orthogonal", templates=templates, template_sampling="batch")
@@ -511,10 +511,15 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
     adjectives = ["neutral", "happy", "angry"]
     torch.testing.assert_close(pool[3], class_embeddings("orthogonal", adjectives, templates[1:])[0])
     assert template_pool(replace(cfg, templates=templates[:1], class_names="variants"), loss_cfg, classes).shape[0] == 2
-    with pytest.raises(ValueError, match="template-sampling batch"):
-        template_pool(replace(cfg, template_sampling="mean", class_names="variants"), loss_cfg, classes)
     with pytest.raises(ValueError, match="more than once"):
         template_pool(replace(cfg, templates=templates[:1]), loss_cfg, classes)
+    with pytest.raises(ValueError, match="no distinct adjective"):   # nothing to vary: refused, not duplicated
+        template_pool(replace(cfg, class_names="variants"), loss_cfg, ["pain", "relief"])
+    with pytest.raises(ValueError, match="template-sampling batch"):
+        check_config(replace(cfg, template_sampling="mean", class_names="variants"))
+    with pytest.raises(ValueError, match="one or the other"):
+        check_config(replace(cfg, ce_adjust=1.0, balance="oversample"))
+    check_config(replace(cfg, class_names="variants"))
 
 
 def test_an_oversampled_run_stores_the_uniform_prior_it_was_trained_under(tiny_folder, tmp_path):

@@ -6,6 +6,7 @@ import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+AUTO_AUGMENT = {"none": None, "trivial": T.TrivialAugmentWide, "randaugment": T.RandAugment}
 
 
 def eval_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
@@ -19,25 +20,29 @@ def eval_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Com
 
 
 def train_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, rotation: float = 10.0,
-                    crop_scale: float | None = None, auto_augment: str = "none", erasing: float = 0.5,
+                    crop_area: float | None = None, auto_augment: str = "none", erasing: float = 0.5,
                     blur: float = 0.0) -> T.Compose:
     """RGB PIL image -> augmented float tensor [3, img_size, img_size], normalised.
 
     The defaults are the recipe's augmentation: flip, rotation, RandomCrop(padding=4) with p=0.5,
     random erasing. The other options target faces that are not FER+ crops (issue 15):
-    ``crop_scale`` S replaces the padded crop by RandomResizedCrop(scale=(S, 1)) (other framings),
+    ``crop_area`` S replaces the resize and padded crop by RandomResizedCrop(scale=(S, 1)): a crop of
+    S to all of the image's area (aspect ratio 3/4 to 4/3), resized, i.e. tighter framings,
     ``auto_augment`` adds TrivialAugmentWide or RandAugment (lighting, contrast, shear), ``blur`` is
     the probability of a Gaussian blur (soft webcam frames), ``erasing`` that of random erasing.
     """
     if auto_augment not in AUTO_AUGMENT:
         raise ValueError(f"auto_augment {auto_augment!r}: choose one of {sorted(AUTO_AUGMENT)}")
-    if crop_scale is None:
+    for name, p in (("erasing", erasing), ("blur", blur)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+    if crop_area is None:
         resize = T.Resize((img_size, img_size), antialias=True)
         shift = [T.RandomApply([T.RandomCrop(img_size, padding=4)], p=0.5)]
-    elif 0 < crop_scale <= 1:
-        resize, shift = T.RandomResizedCrop(img_size, scale=(crop_scale, 1.0), antialias=True), []
+    elif 0 < crop_area <= 1:
+        resize, shift = T.RandomResizedCrop(img_size, scale=(crop_area, 1.0), antialias=True), []
     else:
-        raise ValueError(f"crop_scale must be in (0, 1], got {crop_scale}")
+        raise ValueError(f"crop_area is a fraction of the image's area in (0, 1], got {crop_area}")
     return T.Compose([
         T.ToImage(),
         resize,
@@ -51,5 +56,3 @@ def train_transform(img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, rotatio
         *([T.RandomErasing(p=erasing, scale=(0.02, 0.25))] if erasing > 0 else []),
     ])
 
-
-AUTO_AUGMENT = {"none": None, "trivial": T.TrivialAugmentWide, "randaugment": T.RandAugment}

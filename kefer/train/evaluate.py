@@ -92,8 +92,8 @@ def evaluate(recognizer, dataset: str, data_root=None, plots_dir: str | Path | N
 
 
 def training_prior(recognizer) -> dict:
-    """Class frequencies {class: frequency} of the training split the model was trained on (for a
-    checkpoint that does not store them)."""
+    """The class prior {class: probability} of the training split the model was trained on (for a
+    checkpoint that does not store it; ``operating.class_prior``)."""
     cfg = recognizer.meta["config"]
     data = build_dataset(cfg["dataset"], cfg["data_root"], "train", None, classes=cfg["classes"])
-    return class_prior(data.targets, data.classes)
+    return class_prior(data.targets, data.classes, cfg.get("balance", "none"))

@@ -129,7 +129,7 @@ class Run:
     text: dict          # text_encoder id and prompts, kept in last.pt
     history: list
     best: dict
-    text_pool: torch.Tensor | None = None   # [T, K, d] one anchor set per template (--template-sampling batch)
+    text_pool: torch.Tensor | None = None   # [P, K, d] anchor sets to draw from (--template-sampling batch)
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch and validate: its history row."""
@@ -169,7 +169,7 @@ class Run:
 def datasets(cfg: Config, mean: tuple, std: tuple):
     """(train set, augmented; val set) of ``cfg``, normalised with the encoder's ``mean``/``std``."""
     train_set = build_dataset(cfg.dataset, cfg.data_root, "train",
-                              train_transform(cfg.img_size, mean, std, cfg.rotation, cfg.crop_scale,
+                              train_transform(cfg.img_size, mean, std, cfg.rotation, cfg.crop_area,
                                               cfg.auto_augment, cfg.erasing, cfg.blur),
                               classes=cfg.classes, max_samples=cfg.max_train_samples, seed=cfg.seed,
                               labels=cfg.labels)
@@ -189,15 +189,30 @@ def class_text(cfg: Config, loss_cfg: LossConfig, classes: list[str], state: dic
     return text, text_id, prompts
 
 
+def check_config(cfg: Config) -> None:
+    """ValueError for options that cannot work together, before any data is read."""
+    for template in cfg.templates:
+        check_template(template)
+    if cfg.class_names == "variants" and cfg.template_sampling != "batch":
+        raise ValueError("--class-names variants is text augmentation: add --template-sampling batch.")
+    if cfg.ce_adjust and cfg.balance == "oversample":
+        raise ValueError("--ce-adjust corrects for the training class prior, which --balance oversample makes "
+                         "uniform, so together the adjustment would do nothing: use one or the other.")
+
+
 def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torch.Tensor | None:
     """[P, K, d]: the class text embeddings of each ``--template`` alone (and, with
     ``--class-names variants``, of each template with the classes' adjectives too), for text
     augmentation (``--template-sampling batch``); None otherwise."""
     if cfg.template_sampling == "mean" or "classifier" in loss_cfg.terms:
-        if cfg.class_names == "variants" and "classifier" not in loss_cfg.terms:
-            raise ValueError("--class-names variants is text augmentation: add --template-sampling batch.")
         return None
-    names = [classes] + ([[adjective(c) for c in classes]] if cfg.class_names == "variants" else [])
+    names = [classes]
+    if cfg.class_names == "variants":
+        adjectives = [adjective(c) for c in classes]
+        if adjectives == classes or len(set(adjectives)) < len(classes):
+            raise ValueError(f"--class-names variants: the classes {classes} have no distinct adjective forms "
+                             "(kefer.data.vocab.ADJECTIVES); leave the flag out.")
+        names.append(adjectives)
     if len(cfg.templates) * len(names) < 2:
         raise ValueError("--template-sampling batch draws among several anchor sets; give --template more than once "
                          "(or --template paper), or add --class-names variants.")
@@ -207,15 +222,12 @@ def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torc
 def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None) -> Run:
     """Data, model, optimiser and schedule of a run; from ``state`` (last.pt) when resuming."""
     seed_everything(cfg.seed + dist.rank())
-    for template in cfg.templates:
-        check_template(template)
+    check_config(cfg)
     encoder = create_visual_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
                             **cfg.encoder_kwargs)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
-    prior = class_prior(train_set.targets, classes)   # {class: training frequency}
-    if cfg.balance == "oversample":   # the prior the model is trained under: every class drawn equally often
-        prior = {c: 1 / len(prior) for c in prior}
+    prior = class_prior(train_set.targets, classes, cfg.balance)   # {class: probability in training}
     offset = prior_offset([prior.get(c, 0.0) for c in classes], cfg.ce_adjust)
     loss_cfg = LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form,
                           logit_offset=None if offset is None else offset.to(device))

@@ -85,8 +85,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossC
     """One pass of ``train_step`` over ``loader``, the scheduler stepped after each. Returns the
     mean of each loss term, 'loss' and 'train_accuracy' (over all processes).
 
-    ``text_pool`` [T, K, d]: text augmentation, each batch trained against one of the T anchor
-    sets, drawn with ``pool_seed`` (the same draws on every process and on resume)."""
+    ``text_pool`` [P, K, d]: text augmentation, each batch trained against one of the P anchor
+    sets (templates, class-name forms), drawn with ``pool_seed`` (the same draws on every process and on resume)."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
     draws = None if text_pool is None else torch.randint(
         len(text_pool), (len(loader),), generator=torch.Generator().manual_seed(pool_seed)).tolist()
