@@ -47,7 +47,7 @@ PRIOR = {"neutral": 0.36, "happiness": 0.30, "surprise": 0.12, "sadness": 0.12, 
 def with_operating(dest: Path, strength: float | None, margin: float | None, source: str = "fast") -> Path:
     """A copy of shipped model ``source`` at ``dest`` storing a hand-made operating point (``PRIOR``,
     balance ``strength``, abstain ``margin``; None leaves each out)."""
-    from kefer.operating import write
+    from kefer.backend import update_file_meta
     from kefer.recognizer import resolve_checkpoint
 
     try:
@@ -61,5 +61,5 @@ def with_operating(dest: Path, strength: float | None, margin: float | None, sou
         operating["balance"] = {"strength": strength, "rule": "test", "val": {}}
     if margin is not None:
         operating["abstain"] = {"margin": margin, "precision": 0.95, "rule": "test", "val": {}}
-    write(dest, operating)
+    update_file_meta(dest, {"operating": operating})   # replaces whatever point the source stores
     return dest

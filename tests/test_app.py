@@ -1,5 +1,6 @@
 """The app's logic without a browser: per-tab frame processing, photos, prompts, calibration, map,
 the page's wiring and its HTTP API."""
+import html
 import re
 import socket
 import tempfile
@@ -96,7 +97,7 @@ def test_the_box_label_and_the_bars_come_from_the_same_face_result(app, frames):
         headline = re.search(r"<span class='kefer-label'>([^<]*)</span>", view.bars).group(1)
         assert headline == view.labels[0]
         if not relative:
-            assert headline == f"{face.label} {face.confidence:.2f}"
+            assert headline == face.label_text   # "happiness 0.87", or "uncertain (anger 0.49)"
         session.neutral.mean, session.neutral.threshold = face.embedding, 0.5   # a calibration from this face
 
 
@@ -278,7 +279,7 @@ def test_every_face_of_a_photo_is_a_tile_with_its_label_and_its_own_bars(app, fr
     assert len(tiles) == 2
     for i, ((tile, caption), face) in enumerate(zip(tiles, faces)):
         assert tile.shape == (TILE, TILE, 3)
-        assert caption == f"two.jpg · face {i + 1}: {face.label} {face.confidence:.2f}"
+        assert caption == f"two.jpg · face {i + 1}: {face.label_text}"
     bars = []
     for i in range(2):
         session.album.selected = i
@@ -345,9 +346,17 @@ def test_photos_use_the_photo_model(ckplus_root):
     [face] = session.album.photos[0].faces
     np.testing.assert_allclose(face.embedding, accurate.embed([face.crop])[0], atol=1e-5)
     assert not np.allclose(face.embedding, fast.embed([face.crop])[0], atol=1e-2)
+    # trained on other templates: each model scores against its own prompts until the tab edits them
+    assert fast.templates != accurate.templates
+    assert session.stream_prompts.templates == tuple(fast.templates)
+    assert session.photo_prompts.templates == tuple(accurate.templates)
+    assert session.set_prompts("A face showing [CLS].", ",".join(fast.classes)).startswith("Applied")
+    assert session.stream_prompts.templates == session.photo_prompts.templates == ("A face showing [CLS].",)
+    session.reset_prompts()
+    assert session.photo_prompts.templates == tuple(accurate.templates)
 
 
-def test_models_with_other_prompts_are_refused(checkpoint):
+def test_models_with_other_classes_are_refused(checkpoint):
     other = kefer.load(checkpoint)
     other.set_prompts(classes=["neutral", "happiness"])
     with pytest.raises(ValueError, match="same classes"):
@@ -512,15 +521,17 @@ def test_the_operating_checkboxes_change_a_tabs_labels_not_the_shared_model(fram
     assert other.album.rows()[0]["label"] == "uncertain" and app.rec.prompts.abstain_margin == 1.0
     h.on_operating(False, False, mine)
     raw = mine.album.photos[0].faces[0].probabilities
-    np.testing.assert_allclose(raw, kefer.load("fast", backend="torch").score(
-        mine.album.photos[0].faces[0].embedding[None])[1][0], atol=1e-5)
+    plain = kefer.load("fast", backend="torch", balanced=False, abstain=False)
+    np.testing.assert_allclose(raw, plain.score(mine.album.photos[0].faces[0].embedding[None])[1][0], atol=1e-5)
     assert "Operating point: raw scores" in mine.process_frame(frames["one"]).bars
 
 
-def test_the_checkboxes_are_off_and_greyed_for_a_model_without_an_operating_point(app):
+def test_the_checkboxes_are_off_and_greyed_for_a_model_without_an_operating_point(tmp_path):
+    from conftest import with_operating
+
+    app = App(kefer.load(with_operating(tmp_path / "plain", None, None)))   # a prior, no strength, no margin
     parts = components(build_demo(app.rec))
-    if app.can_balance:
-        pytest.skip("this model stores an operating point")
+    assert not app.can_balance and not app.can_abstain
     assert parts["balance"].value is False and parts["balance"].interactive is False
     assert parts["abstain"].value is False and parts["abstain"].interactive is False
     assert "raw scores" in parts["header"].value and not Session(app).balanced
@@ -539,8 +550,9 @@ def test_the_page_says_which_model_and_backend_scores_each_tab(app):
     assert app.rec.backend.name in summary
     if "test_accuracy" in app.rec.meta.get("metrics", {}):
         assert f"{100 * app.rec.meta['metrics']['test_accuracy']:.2f}%" in summary
-    assert f"Webcam: **{summary}**. Photos: **{summary}**." in parts["header"].value
-    assert summary in parts["cam-model"].value and summary in parts["photo-model"].value
+    shown = html.escape(summary)   # markdown source: "'uncertain'" is written &#x27;uncertain&#x27;
+    assert f"Webcam: **{shown}**. Photos: **{shown}**." in parts["header"].value
+    assert shown in parts["cam-model"].value and shown in parts["photo-model"].value
     for elem in ("cam", "cam-out", "cam-bars", "calibration", "record", "upload", "gallery", "photo-bars",
                  "photo-json", "template", "classes", "apply", "reset", "text-status", "map"):
         assert elem in parts

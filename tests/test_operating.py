@@ -92,7 +92,8 @@ def test_balanced_false_gives_the_raw_probabilities_and_balanced_true_the_offset
     z = cos / 0.01
     expected = np.exp(z - z.max(1, keepdims=True))
     np.testing.assert_allclose(probs, expected / expected.sum(1, keepdims=True), atol=1e-5)   # softmax(cos / tau)
-    np.testing.assert_allclose(probs, kefer.load("fast", backend="torch").predict(faces), atol=1e-6)
+    plain = kefer.load("fast", backend="torch", balanced=False, abstain=False)
+    np.testing.assert_allclose(probs, plain.predict(faces), atol=1e-6)
     assert raw.prompts.abstain_margin is None and "raw scores" in raw.summary
     rec = kefer.load(path, backend="torch")
     offsets = np.array([-0.5 * np.log(8 * PRIOR[c]) for c in rec.classes])
@@ -117,7 +118,7 @@ def test_evaluate_logit_adjust_equals_the_old_probability_adjustment_on_real_fac
     K) against --logit-adjust through the offsets: the same predictions, face for face."""
     from kefer.train.evaluate import evaluate, split_features, training_prior
 
-    rec = kefer.load("fast", backend="torch")
+    rec = kefer.load("fast", backend="torch", balanced=False, abstain=False)
     _, feats, labels, idx = split_features(rec, "ferplus", ferplus_root, "val")
     prior = training_prior(rec)
     raw = rec.score(feats.numpy())[1]
@@ -140,7 +141,8 @@ def test_evaluate_reports_coverage_where_the_model_abstains(ferplus_root, tmp_pa
 
     rec = kefer.load(with_operating(tmp_path / "op", strength=None, margin=0.5), backend="torch")
     out = evaluate(rec, "ferplus", ferplus_root, split="val")
-    raw = evaluate(kefer.load("fast", backend="torch"), "ferplus", ferplus_root, split="val")
+    plain = kefer.load("fast", backend="torch", balanced=False, abstain=False)
+    raw = evaluate(plain, "ferplus", ferplus_root, split="val")
     assert out["val_accuracy"] == raw["val_accuracy"]            # still the argmax over every face
     assert 0 < out["val_coverage"] < 1 and out["val_answered_accuracy"] > out["val_accuracy"]
     assert out["abstain_margin"] == 0.5
@@ -150,8 +152,11 @@ def test_the_operating_command_chooses_by_the_rule_and_writes_a_safetensors_file
                                                                                  monkeypatch, capsys):
     import kefer.train.evaluate as train_evaluate
 
+    from kefer.backend import update_file_meta
+
     path = tmp_path / "fast.safetensors"
     path.write_bytes(kefer.recognizer.resolve_checkpoint("fast").read_bytes())
+    update_file_meta(path, {"operating": {}})   # no stored point or prior: the prior is counted on train
     splits = []
     build = train_evaluate.build_dataset
     monkeypatch.setattr(train_evaluate, "build_dataset", lambda name, root, split, *a, **k: (
@@ -170,7 +175,8 @@ def test_the_operating_command_chooses_by_the_rule_and_writes_a_safetensors_file
     assert t == THRESHOLDS[choose_margin(sweep["precision"], 0.9)] and op["abstain"]["val"]["answered_accuracy"] >= 0.9
     assert "<- chosen" in capsys.readouterr().out and Image.open(tmp_path / "op.png").size[0] > 500
     after = read_meta(path)
-    assert after["operating"] == op and {k: v for k, v in after.items() if k != "operating"} == before
+    assert after["operating"] == op
+    assert {k: v for k, v in after.items() if k != "operating"} == {k: v for k, v in before.items() if k != "operating"}
     with safe_open(str(path), framework="pt") as f:
         for k, v in tensors.items():
             stored = f.get_tensor(k)

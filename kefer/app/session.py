@@ -35,8 +35,9 @@ class App:
     """What all sessions share and only read: the recognisers (or None), detectors, text encoder.
 
     ``recognizer`` scores webcam frames (a fast model); ``photo_recognizer`` (default: the same)
-    uploaded photos, where accuracy matters more than speed. Both must share the text space: a
-    tab's prompts are encoded once and compared with either model's representations. Webcam frames
+    uploaded photos, where accuracy matters more than speed. Both must share the classes and the
+    text encoder: until a tab edits its prompts each model scores against its own trained prompts
+    (their templates may differ); edited prompts are encoded once and scored by both. Webcam frames
     are searched at 320 px for faces of 40+ px there; photos at up to 1280 px for faces of 20+ px.
     """
 
@@ -116,11 +117,10 @@ class App:
 def check_same_text(rec, other) -> None:
     if rec is None or other is rec:
         return
-    same = (rec.meta["text_encoder"] == other.meta["text_encoder"] and rec.classes == other.classes
-            and np.allclose(rec.text_embeddings, other.text_embeddings, atol=1e-3))
-    if not same:
+    if rec.meta["text_encoder"] != other.meta["text_encoder"] or rec.classes != other.classes:
         raise ValueError(f"The webcam model {rec.name!r} and the photo model {other.name!r} need the same "
-                         f"classes, prompts and text encoder.")
+                         f"classes and text encoder (they have {rec.classes} / {rec.meta['text_encoder']} "
+                         f"and {other.classes} / {other.meta['text_encoder']}).")
 
 
 @dataclass
@@ -182,12 +182,14 @@ class Session:
 
     # ---- operating point ----------------------------------------------------------------------
     def operate(self) -> None:
-        """The prompts each recogniser scores this tab's faces against: ``prompts`` under its own
-        stored operating point, balanced and abstaining as the tab's checkboxes say."""
-        recs = (self.app.rec, self.app.photo_rec)
+        """The prompts each recogniser scores this tab's faces against: ``prompts`` (each
+        recogniser's own while the tab has not edited them) under its own stored operating point,
+        balanced and abstaining as the tab's checkboxes say."""
+        edited = self.prompts is not self.app.default_prompts
         self.stream_prompts, self.photo_prompts = (
-            None if r is None or self.prompts is None else r.operate(self.prompts, self.balanced, self.abstain)
-            for r in recs)
+            None if r is None or self.prompts is None
+            else r.operate(self.prompts if edited else r.own_prompts, self.balanced, self.abstain)
+            for r in (self.app.rec, self.app.photo_rec))
 
     def set_operating(self, balanced: bool, abstain: bool) -> None:
         """The checkboxes: balance rare expressions, say 'uncertain' when unsure; photos are re-scored."""
