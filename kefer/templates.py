@@ -6,7 +6,7 @@ The faces are embedded once; each template only re-encodes the class prompts (th
 own text encoder) and re-scores. Raw scores (no balance, no abstain), so that the templates alone
 differ. Rows: the paper's 9 templates, kefer's held-out ones (``text.HELD_OUT_TEMPLATES``, never
 used in training), and the average of each set; each with the model's class names (nouns:
-"happiness", ``own``) and then with their adjectives ("This person is happy.", ``vocab.adjective``).
+"happiness", ``own``) and then with their adjectives ("This person is happy.", ``vocab.adjectives``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from .data.vocab import adjective
+from .data.vocab import adjectives
 from .io import log_to_console
 from .metrics import classification_metrics
 from .recognizer import load
@@ -27,10 +27,9 @@ def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> 
     """[{"template": str or "<set> averaged", "set": "paper"|"held-out", "names": "own"|"adjectives",
     "accuracy", "mean_accuracy"}]; no adjective rows when no class has one or two classes share one."""
     data, feats, labels, idx = split_features(rec, dataset, data_root, split)
-    adjectives = [adjective(c) for c in rec.classes]
     names = {"own": list(rec.classes)}
-    if adjectives != list(rec.classes) and len(set(adjectives)) == len(adjectives):
-        names["adjectives"] = adjectives
+    if adjectives(rec.classes) is not None:
+        names["adjectives"] = adjectives(rec.classes)
     rows = []
     for kind, classes in names.items():
         for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):

@@ -5,7 +5,7 @@ from PIL import Image
 
 from kefer.data import build_dataset, read_folder
 from kefer.data.ferplus import majority_label, read_split, vote_distribution
-from kefer.data.vocab import adjective, canonical
+from kefer.data.vocab import adjective, adjectives, canonical
 
 
 def test_majority_label_rules():
@@ -98,6 +98,8 @@ def test_vocabulary():
     assert canonical("joy") == "happiness" and canonical("contemptuous") == "contempt"
     assert adjective("Happiness") == "happy" and adjective("sad") == "sad" and adjective("neutral") == "neutral"
     assert adjective("pain") == "pain"   # not an expression kefer knows: unchanged
+    assert adjectives(["neutral", "anger"]) == ["neutral", "angry"]
+    assert adjectives(["pain", "relief"]) is None and adjectives(["happy", "happiness"]) is None
 
 
 def test_option_strings_parse_numbers_and_text_and_refuse_other_items():

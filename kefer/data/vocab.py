@@ -23,6 +23,13 @@ def adjective(name: str) -> str:
     return ADJECTIVES.get(canonical(name), name)
 
 
+def adjectives(classes) -> list[str] | None:
+    """The classes' adjectives, the second name form of text augmentation; None where none has one
+    or two would share one (e.g. both "happy" and "happiness" are classes)."""
+    forms = [adjective(c) for c in classes]
+    return forms if forms != list(classes) and len(set(forms)) == len(forms) else None
+
+
 def neutral_index(classes) -> int | None:
     """Index of the 'neutral' class (the paper's nu), or None when the classes have none."""
     classes = list(classes)

@@ -22,7 +22,7 @@ from ..checkpoint import load_model, load_training_state, save_model, save_train
 from ..config import Config
 from ..data import build_dataset
 from ..data.transforms import eval_transform, train_transform
-from ..data.vocab import adjective, neutral_index
+from ..data.vocab import adjectives, neutral_index
 from ..losses import LossConfig, prior_offset
 from ..model import KEFERModel, create_visual_encoder
 from ..operating import class_prior
@@ -208,11 +208,10 @@ def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torc
         return None
     names = [classes]
     if cfg.class_names == "variants":
-        adjectives = [adjective(c) for c in classes]
-        if adjectives == classes or len(set(adjectives)) < len(classes):
+        if adjectives(classes) is None:
             raise ValueError(f"--class-names variants: the classes {classes} have no distinct adjective forms "
                              "(kefer.data.vocab.ADJECTIVES); leave the flag out.")
-        names.append(adjectives)
+        names.append(adjectives(classes))
     if len(cfg.templates) * len(names) < 2:
         raise ValueError("--template-sampling batch draws among several anchor sets; give --template more than once "
                          "(or --template paper), or add --class-names variants.")
