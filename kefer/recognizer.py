@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from . import backend as backends
@@ -26,7 +27,7 @@ from .data.transforms import eval_transform
 from .model import KEFERModel, create_visual_encoder, mirror_average
 from .operating import OperatingPoint, describe
 from .scoring import Prompts, l2_normalise, score
-from .text import check_template, encode_classes, create_text_encoder
+from .text import check_template, create_text_encoder, encode_templates, transfer_wording
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +224,14 @@ class Recognizer:
                 self._text_encoder = create_text_encoder(self.meta["text_encoder"])
             return self._text_encoder
 
-    def encode_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None) -> Prompts:
+    def encode_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
+                       transfer: bool = True) -> Prompts:
         """New prompts from the checkpoint's text encoder (new classes are zero-shot); changes nothing.
         Several templates are averaged per class (normalise, mean, renormalise).
+
+        ``transfer``: a template the model was not trained on (not in ``templates``) is moved onto the
+        trained wording's class-common part and spread first (``text.transfer_wording``); False
+        takes its embeddings as they are.
 
         Raises ValueError for a template without [CLS], no class names, or a classifier baseline.
         """
@@ -239,8 +245,16 @@ class Recognizer:
                                      if c.strip()))
         if not classes:
             raise ValueError("Give at least one class name.")
-        text, _ = encode_classes(self.text_encoder, classes, templates)
-        return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.float().numpy()),
+        trained = list(self.templates)
+        unseen = transfer and not set(templates) <= set(trained)
+        emb, _ = encode_templates(self.text_encoder, classes, templates + (trained if unseen else []))
+        per_template = emb[:, :len(templates)].float()                        # [K, T, d]
+        if unseen:
+            base = F.normalize(emb[:, len(templates):].float().mean(1), dim=-1)  # the trained wording [K, d]
+            per_template = torch.stack([per_template[:, i] if t in trained else
+                                        transfer_wording(per_template[:, i], base) for i, t in enumerate(templates)], 1)
+        text = F.normalize(per_template.mean(1), dim=-1)
+        return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.numpy()),
                                     trained=self.own_prompts.trained))
 
     def operate(self, prompts: Prompts, balanced: bool | None = None, abstain: bool | None = None) -> Prompts:

@@ -7,6 +7,8 @@ own text encoder) and re-scores. Raw scores (no balance, no abstain), so that th
 differ. Rows: the paper's 9 templates, kefer's held-out ones (``text.HELD_OUT_TEMPLATES``, never
 used in training), and the average of each set; each with the model's class names (nouns:
 "happiness", ``own``) and then with their adjectives ("This person is happy.", ``vocab.adjectives``).
+A template the model was not trained on is scored as ``encode_prompts`` makes it by default, moved
+onto the trained wording (``text.transfer_wording``), and also as its embeddings stand (``raw_*``).
 """
 from __future__ import annotations
 
@@ -25,21 +27,29 @@ from .viz import plot_sweep
 
 def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> list[dict]:
     """[{"template": str or "<set> averaged", "set": "paper"|"held-out", "names": "own"|"adjectives",
-    "accuracy", "mean_accuracy"}]; no adjective rows when no class has one or two classes share one."""
+    "trained": bool (every template one the model was trained on), "accuracy", "mean_accuracy" (as
+    ``encode_prompts`` makes the anchors), "raw_accuracy", "raw_mean_accuracy" (``transfer=False``)}];
+    no adjective rows when no class has one or two classes share one."""
     data, feats, labels, idx = split_features(rec, dataset, data_root, split)
     names = {"own": list(rec.classes)}
     if adjectives(rec.classes) is not None:
         names["adjectives"] = adjectives(rec.classes)
+
+    def metrics(templates, classes, transfer):
+        prompts = rec.operate(rec.encode_prompts(templates, classes, transfer), balanced=False, abstain=False)
+        probs = rec.score(feats.numpy(), prompts)[1]
+        return classification_metrics(labels.numpy(), probs[:, idx.numpy()].argmax(1), data.classes)
+
     rows = []
     for kind, classes in names.items():
         for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):
             for template in [[t] for t in templates] + [templates]:
-                prompts = rec.operate(rec.encode_prompts(template, classes), balanced=False, abstain=False)
-                probs = rec.score(feats.numpy(), prompts)[1]
-                m = classification_metrics(labels.numpy(), probs[:, idx.numpy()].argmax(1), data.classes)
+                m, raw = metrics(template, classes, True), metrics(template, classes, False)
                 label = template[0] if len(template) == 1 else f"all {len(template)} {name} averaged"
                 rows.append({"template": label, "set": name, "names": kind,
-                             "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"]})
+                             "trained": set(template) <= set(rec.templates),
+                             "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"],
+                             "raw_accuracy": raw["accuracy"], "raw_mean_accuracy": raw["mean_accuracy"]})
     return rows
 
 
@@ -60,13 +70,15 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print("accuracy  mean/class   (raw: the template's embeddings as they stand)")
     for r in rows:
-        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  "
+        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  (raw {100 * r['raw_accuracy']:6.2f})  "
               f"{r['names']:10s} {r['set']:8s} {r['template']}")
     for kind in dict.fromkeys(r["names"] for r in rows):
-        singles = [r["accuracy"] for r in rows if r["names"] == kind and "averaged" not in r["template"]]
-        print(f"single templates, class {kind}: best {100 * max(singles):.2f}, worst {100 * min(singles):.2f} "
-              f"(spread {100 * (max(singles) - min(singles)):.2f} points)")
+        for key in ("accuracy", "raw_accuracy"):
+            singles = [r[key] for r in rows if r["names"] == kind and "averaged" not in r["template"]]
+            print(f"single templates, class {kind}, {key}: best {100 * max(singles):.2f}, worst "
+                  f"{100 * min(singles):.2f} (spread {100 * (max(singles) - min(singles)):.2f} points)")
     if args.output:
         with open(args.output, "w") as f:
             json.dump({"model": args.model, "dataset": args.dataset, "split": args.split, "rows": rows}, f, indent=1)

@@ -53,12 +53,21 @@ PAPER_TEMPLATES = [
     DEFAULT_TEMPLATE,
 ]
 # Never used for training (``--template`` takes the paper's): they measure how a model trained on some
-# templates copes with wordings it has never seen.
+# templates copes with wordings it has never seen. The last 8 were added with ``transfer_wording``,
+# written down before any model was scored with them, to check it on wordings it was not built on.
 HELD_OUT_TEMPLATES = [
     "A face showing [CLS].",
     "A portrait that expresses [CLS].",
     "An image of [CLS] on a human face.",
     "Someone whose face shows [CLS].",
+    "A close-up photo of a face with [CLS].",
+    "The emotion on this face is [CLS].",
+    "A picture of someone showing [CLS].",
+    "Facial expression: [CLS].",
+    "A snapshot of a person whose expression shows [CLS].",
+    "[CLS] is what this face expresses.",
+    "A cropped face that displays [CLS].",
+    "A grayscale photo of a face expressing [CLS].",
 ]
 DEFAULT_CLIP = "clip:ViT-B-16/openai"
 
@@ -305,20 +314,43 @@ def create_text_encoder(spec: str = "auto") -> TextEncoder:
     )
 
 
-def encode_classes(encoder: TextEncoder, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]]]:
-    """Class text embeddings averaged over templates.
-
-    Each prompt embedding is normalised, averaged per class, then renormalised.
-    Returns (embeddings [K, d], prompts [K][T]).
-    """
+def encode_templates(encoder: TextEncoder, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]]]:
+    """Each class under each template, embedded in one batch: (normalised embeddings [K, T, d],
+    prompts [K][T])."""
     if not classes:
         raise ValueError("At least one class name is needed.")
     if not templates:
         raise ValueError("At least one prompt template is needed.")
     prompts = [[build_prompt(t, c) for t in templates] for c in classes]
     flat = encoder.encode([p for per_class in prompts for p in per_class])
-    emb = F.normalize(flat, dim=-1).view(len(classes), len(templates), -1).mean(1)
-    return F.normalize(emb, dim=-1), prompts
+    return F.normalize(flat, dim=-1).view(len(classes), len(templates), -1), prompts
+
+
+def encode_classes(encoder: TextEncoder, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]]]:
+    """Class text embeddings averaged over templates.
+
+    Each prompt embedding is normalised, averaged per class, then renormalised.
+    Returns (embeddings [K, d], prompts [K][T]).
+    """
+    emb, prompts = encode_templates(encoder, classes, templates)
+    return F.normalize(emb.mean(1), dim=-1), prompts
+
+
+def transfer_wording(new: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Anchors [K, d] for a wording the model was not trained on: ``new`` (the classes under that
+    template, normalised [K, d]) with its class-common part and spread replaced by those of ``base``
+    (the same classes under the model's trained templates, [K, d]), renormalised.
+
+    The visual encoder learnt to match the trained anchors, whose shared component (the mean over
+    classes) and spread (the deviations' Frobenius norm) belong to the trained wording; an unseen
+    template shifts both, which costs far more accuracy than its class-specific directions do.
+    What the new wording says about each class (its deviation from its own class mean) is kept.
+    """
+    deviation = new - new.mean(0)
+    spread = deviation.norm()
+    if spread > 0:
+        deviation = deviation * ((base - base.mean(0)).norm() / spread)
+    return F.normalize(base.mean(0) + deviation, dim=-1)
 
 
 def class_embeddings(spec: str, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]], str]:

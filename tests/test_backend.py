@@ -171,3 +171,26 @@ def test_several_templates_are_averaged_per_class(cache):
     mean = np.mean(singles, axis=0)
     np.testing.assert_allclose(both.anchors, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
     assert both.templates == tuple(PAPER_TEMPLATES[:3]) and rec.prompts is rec.own_prompts
+
+
+def test_an_unseen_template_is_transferred_onto_the_trained_wording_and_a_trained_one_is_not(cache):
+    """encode_prompts moves a template the model was not trained on with text.transfer_wording,
+    against the classes under the trained templates; a trained template and transfer=False take
+    the embeddings as they are."""
+    import torch
+    from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, transfer_wording
+
+    rec = kefer.load("fast")
+    assert rec.templates == [DEFAULT_TEMPLATE]
+    np.testing.assert_allclose(rec.encode_prompts(DEFAULT_TEMPLATE).anchors, rec.own_prompts.anchors, atol=1e-5)
+    classes = [*rec.classes, "confusion"]
+    raw = rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes, transfer=False)
+    trained = rec.encode_prompts(DEFAULT_TEMPLATE, classes)
+    moved = rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes)
+    expected = transfer_wording(torch.from_numpy(raw.anchors), torch.from_numpy(trained.anchors)).numpy()
+    np.testing.assert_allclose(moved.anchors, expected, atol=1e-5)
+    own = rec.own_prompts.anchors
+    assert (np.sum(moved.anchors[:-1] * own, 1) > np.sum(raw.anchors[:-1] * own, 1)).all()
+    mixed = rec.encode_prompts([DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[1]], classes)
+    mean = trained.anchors + moved.anchors
+    np.testing.assert_allclose(mixed.anchors, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)

@@ -1,9 +1,10 @@
 """Prompts and text encoders (the 'knowledge')."""
 import pytest
 import torch
+import torch.nn.functional as F
 
-from kefer.text import (DEFAULT_TEMPLATE, PAPER_TEMPLATES, MiniLMTextEncoder, build_prompt,
-                        check_template, encode_classes, create_text_encoder)
+from kefer.text import (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES, MiniLMTextEncoder, build_prompt,
+                        check_template, encode_classes, create_text_encoder, transfer_wording)
 
 
 def test_prompt_uses_the_right_article():
@@ -17,6 +18,29 @@ def test_paper_has_nine_templates_all_with_placeholder():
     assert len(PAPER_TEMPLATES) == 9 and PAPER_TEMPLATES[-1] == DEFAULT_TEMPLATE
     for t in PAPER_TEMPLATES:
         check_template(t)
+
+
+def test_held_out_templates_are_unique_have_the_placeholder_and_are_not_the_papers():
+    assert len(set(HELD_OUT_TEMPLATES)) == len(HELD_OUT_TEMPLATES) == 12
+    assert not set(HELD_OUT_TEMPLATES) & set(PAPER_TEMPLATES)
+    for t in HELD_OUT_TEMPLATES:
+        check_template(t)
+
+
+def test_transfer_keeps_the_new_wordings_class_directions_on_the_trained_common_part_and_spread():
+    g = torch.Generator().manual_seed(0)
+    common, other = torch.randn(2, 16, generator=g)
+    deviations = torch.randn(4, 16, generator=g)
+    deviations = deviations - deviations.mean(0)
+    base = common + deviations
+    # another wording: its own common part, twice the spread, the same class-specific directions
+    assert torch.allclose(transfer_wording(other + 2 * deviations, base), F.normalize(base, dim=-1), atol=1e-6)
+    unit = F.normalize(base, dim=-1)
+    assert torch.allclose(transfer_wording(unit, unit), unit, atol=1e-6)            # the trained wording: as it is
+    swapped = transfer_wording(unit.flip(0), unit)                                   # other classes' directions
+    assert torch.allclose(swapped.norm(dim=-1), torch.ones(4)) and not torch.allclose(swapped, unit, atol=1e-3)
+    one = transfer_wording(F.normalize(other, dim=-1)[None], unit[:1])               # one class: no deviation
+    assert torch.allclose(one, unit[:1], atol=1e-6)
 
 
 def test_template_without_placeholder_is_rejected():

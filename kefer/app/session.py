@@ -312,9 +312,12 @@ class Session:
         self.operate()
         self.album.rescore(self.photo_prompts)
         self.version += 1
+        unseen = sum(t not in self.app.rec.templates for t in templates)
+        note = (f" {unseen} wording(s) the model was not trained on, moved onto its trained wording's common part."
+                if unseen else "")
         if len(templates) == 1:
-            return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”."
-        return f"Applied: {len(classes)} classes, {len(templates)} templates averaged."
+            return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”.{note}"
+        return f"Applied: {len(classes)} classes, {len(templates)} templates averaged.{note}"
 
     def reset_prompts(self) -> None:
         self.prompts = self.app.default_prompts
