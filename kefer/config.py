@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import parse_kv
-from .text import DEFAULT_TEMPLATE, PAPER_TEMPLATES
+from .text import DEFAULT_TEMPLATE, expand_templates
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -33,8 +33,6 @@ def flag(help: str | None = None, **argparse_kwargs) -> dict:
     return {"flag": {"help": help, **argparse_kwargs}}
 
 
-def _templates(values: list[str]) -> list[str]:
-    return PAPER_TEMPLATES if values == ["paper"] else values
 
 
 @dataclass
@@ -76,8 +74,8 @@ class Config:
     # knowledge
     text_encoder: str = field(default="auto", metadata=flag("auto, minilm, mpnet, orthogonal, or clip:<model>/<tag|file|random>"))
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE], metadata=flag(
-        "prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9",
-        name="template", action="append", then=_templates))
+        "prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9, 'wide' = those "
+        "and 14 more (kefer.text.WIDE_TEMPLATES)", name="template", action="append", then=expand_templates))
     template_sampling: str = field(default="mean", metadata=flag(
         "mean: train against the --template embeddings averaged per class (METHOD.md); batch: text "
         "augmentation, one of them drawn at random for each training batch; inference uses the mean either way",

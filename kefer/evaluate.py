@@ -10,9 +10,7 @@ import sys
 
 from .train.evaluate import evaluate
 from .recognizer import load
-from .text import HELD_OUT_TEMPLATES, PAPER_TEMPLATES
-
-TEMPLATE_SETS = {"paper": PAPER_TEMPLATES, "held-out": HELD_OUT_TEMPLATES}
+from .text import expand_templates
 
 
 def main(argv=None) -> int:
@@ -44,7 +42,7 @@ def main(argv=None) -> int:
     try:
         rec = load(args.checkpoint, device=args.device, abstain=not args.no_abstain)
         if args.template or args.add_class:
-            templates = [t for a in args.template or [] for t in TEMPLATE_SETS.get(a, [a])] or None
+            templates = expand_templates(args.template or []) or None
             rec.set_prompts(template=templates, classes=rec.classes + args.add_class)
         classes = args.classes.split(",") if args.classes else None
         metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split,

@@ -69,7 +69,32 @@ HELD_OUT_TEMPLATES = [
     "A cropped face that displays [CLS].",
     "A grayscale photo of a face expressing [CLS].",
 ]
+# ``--template wide``: the paper's 9 and 14 more wordings for text augmentation, written after the
+# held-out sweep showed that terse and differently built wordings fail, avoiding the held-out ones'
+# words (portrait, snapshot, close-up, cropped, grayscale, "facial expression:", "emotion on").
+WIDE_TEMPLATES = PAPER_TEMPLATES + [
+    "A face with [CLS].",
+    "The face shows [CLS].",
+    "This face expresses [CLS].",
+    "A human face showing [CLS].",
+    "A person whose face expresses [CLS].",
+    "A photo of a face that shows [CLS].",
+    "An expression of [CLS].",
+    "A look of [CLS] on someone's face.",
+    "Someone showing [CLS].",
+    "The person in the photo feels [CLS].",
+    "Her face shows [CLS].",
+    "His face shows [CLS].",
+    "A headshot showing [CLS].",
+    "[CLS].",
+]
+TEMPLATE_SETS = {"paper": PAPER_TEMPLATES, "wide": WIDE_TEMPLATES, "held-out": HELD_OUT_TEMPLATES}
 DEFAULT_CLIP = "clip:ViT-B-16/openai"
+
+
+def expand_templates(values: list[str]) -> list[str]:
+    """Each value a template or the name of a set (``TEMPLATE_SETS``), in order, duplicates dropped."""
+    return list(dict.fromkeys(t for v in values for t in TEMPLATE_SETS.get(v, [v])))
 
 
 def check_template(template: str) -> str:

@@ -519,7 +519,30 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
         check_config(replace(cfg, template_sampling="mean", class_names="variants"))
     with pytest.raises(ValueError, match="one or the other"):
         check_config(replace(cfg, ce_adjust=1.0, balance="oversample"))
+    from kefer.text import HELD_OUT_TEMPLATES
+
+    with pytest.raises(ValueError, match="held-out templates"):
+        check_config(replace(cfg, templates=[templates[0], HELD_OUT_TEMPLATES[3]]))
     check_config(replace(cfg, class_names="variants"))
+
+
+def test_template_flags_expand_named_sets_in_order_without_duplicates():
+    import argparse
+
+    from kefer.config import add_flags, flag_overrides
+    from kefer.text import HELD_OUT_TEMPLATES, PAPER_TEMPLATES, WIDE_TEMPLATES
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+
+    def parse(*templates):
+        return flag_overrides(parser.parse_args([f for t in templates for f in ("--template", t)]))["templates"]
+
+    assert parse("paper") == PAPER_TEMPLATES and parse("wide") == WIDE_TEMPLATES
+    assert WIDE_TEMPLATES[:9] == PAPER_TEMPLATES and len(WIDE_TEMPLATES) == 23
+    assert parse("A face with [CLS].", "paper") == ["A face with [CLS].", *PAPER_TEMPLATES]
+    assert parse("paper", "wide") == WIDE_TEMPLATES
+    assert not set(WIDE_TEMPLATES) & set(HELD_OUT_TEMPLATES)
 
 
 def test_an_oversampled_run_stores_the_uniform_prior_it_was_trained_under(tiny_folder, tmp_path):
