@@ -221,3 +221,15 @@ def test_the_class_prior_is_the_one_training_draws_from():
     targets, classes = [0, 0, 0, 1], ["neutral", "anger", "fear"]   # fear has no training face
     assert class_prior(targets, classes) == {"neutral": 0.75, "anger": 0.25}
     assert class_prior(targets, classes, balance="oversample") == {"neutral": 0.5, "anger": 0.5}
+
+
+def test_the_command_line_runs_without_a_runpy_warning():
+    """``python -m kefer.operating`` once warned that the package had imported the module before
+    running it (kefer/__init__ imported the recogniser, which imports this module); the package now
+    imports its API lazily."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "kefer.operating", "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "RuntimeWarning" not in done.stderr, done.stderr[-500:]
