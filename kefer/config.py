@@ -75,7 +75,7 @@ class Config:
     text_encoder: str = field(default="auto", metadata=flag("auto, minilm, mpnet, orthogonal, or clip:<model>/<tag|file|random>"))
     templates: list[str] = field(default_factory=lambda: [DEFAULT_TEMPLATE], metadata=flag(
         "prompt template with [CLS]; repeat to average several; 'paper' = the paper's 9, 'wide' = those "
-        "and 14 more (kefer.text.WIDE_TEMPLATES)", name="template", action="append", then=expand_templates))
+        "and 20 more (kefer.text.WIDE_TEMPLATES)", name="template", action="append", then=expand_templates))
     template_sampling: str = field(default="mean", metadata=flag(
         "mean: train against the --template embeddings averaged per class (METHOD.md); batch: text "
         "augmentation, one of them drawn at random for each training batch; inference uses the mean either way",

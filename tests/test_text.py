@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kefer.text import (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES, MiniLMTextEncoder, build_prompt,
-                        check_template, encode_classes, create_text_encoder, transfer_wording)
+from kefer.text import (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES, WIDE_TEMPLATES, MiniLMTextEncoder,
+                        build_prompt, check_template, encode_classes, create_text_encoder, transfer_wording)
 
 
 def test_prompt_uses_the_right_article():
@@ -90,6 +90,21 @@ def test_clip_weights_on_disk_reads_the_hugging_face_cache(monkeypatch, tmp_path
 @pytest.fixture(scope="module")
 def minilm():
     return MiniLMTextEncoder()
+
+
+def test_no_training_wording_sits_nearer_a_held_out_one_than_the_papers_do(minilm):
+    """The held-out templates stay unseen under --template wide: each extra training wording is no
+    closer (MiniLM, class prompts averaged) to any held-out wording than its nearest paper template."""
+    from kefer.data.ferplus import CLASSES
+
+    def wordings(templates):   # [T, d]
+        return F.normalize(torch.stack([encode_classes(minilm, CLASSES, [t])[0].mean(0) for t in templates]), dim=-1)
+
+    held_out = wordings(HELD_OUT_TEMPLATES)
+    ceiling = (wordings(PAPER_TEMPLATES) @ held_out.T).max(0).values          # [12]
+    extra = wordings(WIDE_TEMPLATES[len(PAPER_TEMPLATES):]) @ held_out.T      # [20, 12]
+    assert (extra <= ceiling + 1e-4).all(), (extra - ceiling).max(1)
+    assert wordings(["A human face showing [CLS]."]) @ held_out[0] > ceiling[0]   # a near-copy would fail
 
 
 def test_minilm_embeddings_are_normalised_and_meaningful(minilm):

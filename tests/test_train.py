@@ -539,7 +539,7 @@ def test_template_flags_expand_named_sets_in_order_without_duplicates():
         return flag_overrides(parser.parse_args([f for t in templates for f in ("--template", t)]))["templates"]
 
     assert parse("paper") == PAPER_TEMPLATES and parse("wide") == WIDE_TEMPLATES
-    assert WIDE_TEMPLATES[:9] == PAPER_TEMPLATES and len(WIDE_TEMPLATES) == 23
+    assert WIDE_TEMPLATES[:9] == PAPER_TEMPLATES and len(WIDE_TEMPLATES) == 29
     assert parse("A face with [CLS].", "paper") == ["A face with [CLS].", *PAPER_TEMPLATES]
     assert parse("paper", "wide") == WIDE_TEMPLATES
     assert not set(WIDE_TEMPLATES) & set(HELD_OUT_TEMPLATES)
