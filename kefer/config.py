@@ -33,8 +33,6 @@ def flag(help: str | None = None, **argparse_kwargs) -> dict:
     return {"flag": {"help": help, **argparse_kwargs}}
 
 
-
-
 @dataclass
 class Config:
     # data

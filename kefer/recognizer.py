@@ -27,7 +27,7 @@ from .data.transforms import eval_transform
 from .model import KEFERModel, create_visual_encoder, mirror_average
 from .operating import OperatingPoint, describe
 from .scoring import Prompts, l2_normalise, score
-from .text import check_template, create_text_encoder, encode_templates, transfer_wording
+from .text import check_template, create_text_encoder, encode_classes, encode_templates, transfer_wording
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,11 @@ class Recognizer:
         return self.prompts.template
 
     @property
+    def trained_templates(self) -> list[str]:
+        """The templates the checkpoint was trained on (its own prompts'), whatever it is prompted with now."""
+        return list(self.own_prompts.templates)
+
+    @property
     def neutral_index(self) -> int | None:
         return self.prompts.neutral_index
 
@@ -227,11 +232,13 @@ class Recognizer:
     def encode_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
                        transfer: bool = True) -> Prompts:
         """New prompts from the checkpoint's text encoder (new classes are zero-shot); changes nothing.
-        Several templates are averaged per class (normalise, mean, renormalise).
+        Several templates (repeats dropped) are averaged per class (normalise, mean, renormalise).
 
-        ``transfer``: a template the model was not trained on (not in ``templates``) is moved onto the
-        trained wording's class-common part and spread first (``text.transfer_wording``); False
-        takes its embeddings as they are.
+        ``transfer``: a template the model was not trained on (not in ``trained_templates``) is first
+        moved onto the trained wording's class-common part and spread (``text.transfer_wording``,
+        against the same classes under the trained templates), so its anchors depend on which
+        classes are given, and with one class they are the trained wording's. False takes each
+        template's embeddings as they are (the paper's way).
 
         Raises ValueError for a template without [CLS], no class names, or a classifier baseline.
         """
@@ -240,20 +247,19 @@ class Recognizer:
         if template is None:
             templates = self.templates
         else:
-            templates = [check_template(t) for t in ([template] if isinstance(template, str) else template)]
+            templates = list(dict.fromkeys(check_template(t) for t in ([template] if isinstance(template, str)
+                                                                       else template)))
         classes = list(dict.fromkeys(c.strip() for c in (classes if classes is not None else self.classes)
                                      if c.strip()))
         if not classes:
             raise ValueError("Give at least one class name.")
-        trained = list(self.templates)
-        unseen = transfer and not set(templates) <= set(trained)
-        emb, _ = encode_templates(self.text_encoder, classes, templates + (trained if unseen else []))
-        per_template = emb[:, :len(templates)].float()                        # [K, T, d]
-        if unseen:
-            base = F.normalize(emb[:, len(templates):].float().mean(1), dim=-1)  # the trained wording [K, d]
-            per_template = torch.stack([per_template[:, i] if t in trained else
-                                        transfer_wording(per_template[:, i], base) for i, t in enumerate(templates)], 1)
-        text = F.normalize(per_template.mean(1), dim=-1)
+        trained = self.trained_templates
+        emb, _ = encode_templates(self.text_encoder, classes, templates)                  # [K, T, d]
+        per_template = list(emb.float().unbind(1))
+        if transfer and not set(templates) <= set(trained):
+            base = encode_classes(self.text_encoder, classes, trained)[0].float()         # [K, d], as in training
+            per_template = [a if t in trained else transfer_wording(a, base) for a, t in zip(per_template, templates)]
+        text = F.normalize(torch.stack(per_template, 1).mean(1), dim=-1)
         return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.numpy()),
                                     trained=self.own_prompts.trained))
 
@@ -263,9 +269,10 @@ class Recognizer:
         return self.operating.apply(prompts, self.balanced if balanced is None else balanced,
                                     self.abstain if abstain is None else abstain)
 
-    def set_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None) -> None:
+    def set_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
+                    transfer: bool = True) -> None:
         """Re-prompt this recogniser (see ``encode_prompts``)."""
-        self.prompts = self.encode_prompts(template, classes)
+        self.prompts = self.encode_prompts(template, classes, transfer)
 
     def reset_prompts(self) -> None:
         """Back to the checkpoint's own classes, templates and text embeddings."""

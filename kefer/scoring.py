@@ -113,13 +113,15 @@ class AnchorReport:
     warnings: tuple
 
 
-def anchor_report(prompts: Prompts, trained: Prompts) -> AnchorReport:
+def anchor_report(prompts: Prompts, trained: Prompts, wording: Prompts | None = None) -> AnchorReport:
     """How far edited anchors [K, d] sit from the trained ones [K0, d] (both L2-normalised).
 
     Warns when a zero-shot class's nearest trained class is at cosine >= ``CLOSE`` (0.9; the
     MiniLM anchors of the 8 FER+ classes sit 0.72-0.87 apart, so 0.9 is closer than any two
     trained classes), and when the trained classes' mean cosine to their trained anchors is below
     ``MOVED`` (0.9: the template rephrased them far from the wording the model was trained on).
+    ``wording``: the same prompts untransferred (``encode_prompts(..., transfer=False)``), for that
+    second check, since transfer moves a new wording's anchors close to the trained ones.
     """
     cos = prompts.anchors @ trained.anchors.T                 # [K, K0]
     index = {c: j for j, c in enumerate(trained.classes)}
@@ -138,8 +140,12 @@ def anchor_report(prompts: Prompts, trained: Prompts) -> AnchorReport:
         rows.append(AnchorRow(name, j is not None, None if j is None else own[-1],
                               None if n is None else trained.classes[n], near, warning))
     warnings = [r.warning for r in rows if r.warning]
+    if wording is not None:
+        cos = wording.anchors @ trained.anchors.T
+        own = [float(cos[k, index[name]]) for k, name in enumerate(wording.classes) if name in index]
     if own and np.mean(own) < MOVED:
-        warnings.append(f"The trained classes moved (mean cosine {np.mean(own):.2f} to their trained anchors): the "
-                        f"model was trained on “{trained.template}”; accuracy may drop.")
+        moved = " before transfer onto it" if wording is not None else ""
+        warnings.append(f"The trained classes moved (mean cosine {np.mean(own):.2f} to their trained anchors"
+                        f"{moved}): the model was trained on “{trained.template}”; accuracy may drop.")
     return AnchorReport(tuple(rows), tuple(warnings))
 

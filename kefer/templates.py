@@ -3,12 +3,13 @@
     python -m kefer.templates accurate-int8 --split val --output val.json --plot val.png
 
 The faces are embedded once; each template only re-encodes the class prompts (the checkpoint's
-own text encoder) and re-scores. Raw scores (no balance, no abstain), so that the templates alone
-differ. Rows: the paper's 9 templates, kefer's held-out ones (``text.HELD_OUT_TEMPLATES``, never
+own text encoder) and re-scores, without the operating point (no balance, no abstain), so that the
+templates alone differ. Rows: the paper's 9 templates, kefer's held-out ones (``text.HELD_OUT_TEMPLATES``, never
 used in training), and the average of each set; each with the model's class names (nouns:
 "happiness", ``own``) and then with their adjectives ("This person is happy.", ``vocab.adjectives``).
 A template the model was not trained on is scored as ``encode_prompts`` makes it by default, moved
-onto the trained wording (``text.transfer_wording``), and also as its embeddings stand (``raw_*``).
+onto the trained wording (``text.transfer_wording``), and also as its embeddings stand
+(``untransferred_*``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from .viz import plot_sweep
 def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> list[dict]:
     """[{"template": str or "<set> averaged", "set": "paper"|"held-out", "names": "own"|"adjectives",
     "trained": bool (every template one the model was trained on), "accuracy", "mean_accuracy" (as
-    ``encode_prompts`` makes the anchors), "raw_accuracy", "raw_mean_accuracy" (``transfer=False``)}];
+    ``encode_prompts`` makes the anchors), "untransferred_accuracy", "untransferred_mean_accuracy"
+    (``transfer=False``)}];
     no adjective rows when no class has one or two classes share one."""
     data, feats, labels, idx = split_features(rec, dataset, data_root, split)
     names = {"own": list(rec.classes)}
@@ -44,12 +46,13 @@ def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> 
     for kind, classes in names.items():
         for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):
             for template in [[t] for t in templates] + [templates]:
-                m, raw = metrics(template, classes, True), metrics(template, classes, False)
+                m, untransferred = metrics(template, classes, True), metrics(template, classes, False)
                 label = template[0] if len(template) == 1 else f"all {len(template)} {name} averaged"
                 rows.append({"template": label, "set": name, "names": kind,
-                             "trained": set(template) <= set(rec.templates),
+                             "trained": set(template) <= set(rec.trained_templates),
                              "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"],
-                             "raw_accuracy": raw["accuracy"], "raw_mean_accuracy": raw["mean_accuracy"]})
+                             "untransferred_accuracy": untransferred["accuracy"],
+                             "untransferred_mean_accuracy": untransferred["mean_accuracy"]})
     return rows
 
 
@@ -70,12 +73,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("accuracy  mean/class   (raw: the template's embeddings as they stand)")
+    print("accuracy  mean/class   (untransferred: the template's embeddings as they stand)")
     for r in rows:
-        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  (raw {100 * r['raw_accuracy']:6.2f})  "
+        print(f"{100 * r['accuracy']:6.2f} {100 * r['mean_accuracy']:6.2f}  "
+              f"(untransferred {100 * r['untransferred_accuracy']:6.2f})  "
               f"{r['names']:10s} {r['set']:8s} {r['template']}")
     for kind in dict.fromkeys(r["names"] for r in rows):
-        for key in ("accuracy", "raw_accuracy"):
+        for key in ("accuracy", "untransferred_accuracy"):
             singles = [r[key] for r in rows if r["names"] == kind and "averaged" not in r["template"]]
             print(f"single templates, class {kind}, {key}: best {100 * max(singles):.2f}, worst "
                   f"{100 * min(singles):.2f} (spread {100 * (max(singles) - min(singles)):.2f} points)")

@@ -346,7 +346,8 @@ def create_text_encoder(spec: str = "auto") -> TextEncoder:
     )
 
 
-def encode_templates(encoder: TextEncoder, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]]]:
+def encode_templates(encoder: TextEncoder, classes: list[str],
+                     templates: list[str]) -> tuple[torch.Tensor, list[list[str]]]:
     """Each class under each template, embedded in one batch: (normalised embeddings [K, T, d],
     prompts [K][T])."""
     if not classes:

@@ -164,18 +164,19 @@ def plot_study(study: dict, classes: list[str], title: str, path) -> None:
 
 def plot_sweep(rows: list[dict], title: str, path) -> None:
     """Horizontal bars, one per template (``kefer.templates.sweep`` rows), the best single template's
-    accuracy dashed; adjective rows in lighter colours; a black tick at the raw accuracy (the
-    template's embeddings untransferred) where it differs."""
+    accuracy dashed; adjective rows in lighter colours; a black tick at the untransferred accuracy (the
+    template's embeddings as they stand) where it differs (sweeps from before transfer have none)."""
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
     palette = {("paper", "own"): "#8fb3d9", ("held-out", "own"): "#d9a38f",
                ("paper", "adjectives"): "#c6d8ec", ("held-out", "adjectives"): "#ecd1c6"}
     colours = [palette[r["set"], r.get("names", "own")] for r in rows]
     ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
-    raw = [(yi, 100 * r["raw_accuracy"]) for yi, r in zip(y, rows) if r["raw_accuracy"] != r["accuracy"]]
-    if raw:
-        ax.scatter([x for _, x in raw], [yi for yi, _ in raw], marker="|", s=120, color="black",
-                   label="raw embeddings (no transfer)")
+    untransferred = [r.get("untransferred_accuracy", r["accuracy"]) for r in rows]
+    ticks = [(yi, 100 * u) for yi, u, r in zip(y, untransferred, rows) if u != r["accuracy"]]
+    if ticks:
+        ax.scatter([x for _, x in ticks], [yi for yi, _ in ticks], marker="|", s=120, color="black",
+                   label="untransferred embeddings")
     for yi, r in zip(y, rows):
         ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
     best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
@@ -183,7 +184,7 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
     ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
     ax.set_yticks(y, [r["template"] + (" (adjectives)" if r.get("names") == "adjectives" else "") for r in rows],
                   fontsize=8)
-    lo = min(100 * min(r["accuracy"], r["raw_accuracy"]) for r in rows)
+    lo = min(100 * min(r["accuracy"], u) for r, u in zip(rows, untransferred))
     ax.set_xlim(max(0, lo - 5), min(100, best + 5))
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out; pale: adjective class names)")

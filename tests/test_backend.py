@@ -191,6 +191,11 @@ def test_an_unseen_template_is_transferred_onto_the_trained_wording_and_a_traine
     np.testing.assert_allclose(moved.anchors, expected, atol=1e-5)
     own = rec.own_prompts.anchors
     assert (np.sum(moved.anchors[:-1] * own, 1) > np.sum(raw.anchors[:-1] * own, 1)).all()
-    mixed = rec.encode_prompts([DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[1]], classes)
-    mean = trained.anchors + moved.anchors
+    mixed = rec.encode_prompts([DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[1], DEFAULT_TEMPLATE], classes)
+    mean = trained.anchors + moved.anchors                   # the repeated template counts once
     np.testing.assert_allclose(mixed.anchors, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
+    rec.set_prompts(HELD_OUT_TEMPLATES[1], classes)          # re-prompted, it still knows what it was trained on
+    assert rec.trained_templates == [DEFAULT_TEMPLATE]
+    np.testing.assert_allclose(rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes).anchors, moved.anchors, atol=1e-6)
+    np.testing.assert_allclose(rec.encode_prompts(DEFAULT_TEMPLATE, classes).anchors, trained.anchors, atol=1e-6)
+    rec.reset_prompts()

@@ -37,6 +37,11 @@ def test_a_template_that_moves_the_trained_anchors_far_is_a_warning():
     assert len(report.warnings) == 1 and "trained on “A photo of a [CLS] face.”" in report.warnings[0]
     slightly = prompts(TRAINED, np.eye(3) + 0.1, "[CLS]")
     assert anchor_report(slightly, trained).warnings == ()
+    # a transferred wording: judged by its untransferred anchors, reported with the transferred ones
+    report = anchor_report(slightly, trained, wording=moved)
+    assert len(report.warnings) == 1 and "before transfer onto it" in report.warnings[0]
+    assert [r.own for r in report.rows] == [r.own for r in anchor_report(slightly, trained).rows]
+    assert anchor_report(moved, trained, wording=slightly).warnings == ()
 
 
 def test_scores_add_the_prompts_offsets_and_a_constant_offset_changes_nothing():

@@ -34,10 +34,11 @@ def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path
     assert [r["names"] for r in rows] == ["own"] * len(one_set) + ["adjectives"] * len(one_set)
     assert [r["template"] for r in rows if r["trained"]] == [DEFAULT_TEMPLATE] * 2   # fast knows one wording
     for template in (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[0]):
-        for transfer, key in ((True, "accuracy"), (False, "raw_accuracy")):
+        for transfer, key in ((True, "accuracy"), (False, "untransferred_accuracy")):
             rec.prompts = rec.encode_prompts(template, transfer=transfer)
             expected = evaluate(rec, "folder", small_val, split="val", logit_adjust=0)["val_accuracy"]
             assert next(r for r in rows if r["template"] == template)[key] == pytest.approx(expected)
+    rec.reset_prompts()
     data, feats, labels, idx = split_features(rec, "folder", small_val, "val")
     adjectives = rec.encode_prompts(DEFAULT_TEMPLATE, [adjective(c) for c in rec.classes])
     assert adjectives.classes[:3] == ("neutral", "happy", "surprised")

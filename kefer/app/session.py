@@ -96,10 +96,10 @@ class App:
             return "Loading the text encoder… (Apply waits for it)"
         return "Text encoder ready."
 
-    def encode(self, template: str | list[str], classes: list) -> Prompts:
+    def encode(self, template: str | list[str], classes: list, transfer: bool = True) -> Prompts:
         """Prompts from the checkpoint's text encoder; the shared recogniser is not changed.
         Raises ValueError for a bad template or class list."""
-        return self.rec.encode_prompts(template=template, classes=classes)
+        return self.rec.encode_prompts(template=template, classes=classes, transfer=transfer)
 
     def register(self, key: str | None, session: "Session") -> None:
         if key:
@@ -297,22 +297,24 @@ class Session:
         """Validate and apply edited prompts; returns a message (an error starts with 'Error')."""
         if self.app.rec is None:
             return "Error: no model is loaded, so there are no prompts to edit."
-        templates = [t.strip() for t in (template or "").splitlines() if t.strip()]
+        templates = list(dict.fromkeys(t.strip() for t in (template or "").splitlines() if t.strip()))
         classes = list(dict.fromkeys(c.strip() for c in (classes_text or "").replace(",", "\n").splitlines()
                                      if c.strip()))
         if not templates or any(PLACEHOLDER not in t for t in templates):
             return f"Error: each template must contain {PLACEHOLDER}, where the class name goes."
         if not classes:
             return "Error: give at least one class name."
+        unseen = sum(t not in self.app.rec.trained_templates for t in templates)
         try:
-            self.prompts = self.app.encode(templates, classes)
+            prompts = self.app.encode(templates, classes)
+            wording = self.app.encode(templates, classes, transfer=False) if unseen else None
         except ValueError as err:
             return f"Error: {err}"
-        self.report = anchor_report(self.prompts, self.app.default_prompts)
+        self.prompts = prompts
+        self.report = anchor_report(prompts, self.app.default_prompts, wording)
         self.operate()
         self.album.rescore(self.photo_prompts)
         self.version += 1
-        unseen = sum(t not in self.app.rec.templates for t in templates)
         note = (f" {unseen} wording(s) the model was not trained on, moved onto its trained wording's common part."
                 if unseen else "")
         if len(templates) == 1:
