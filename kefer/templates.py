@@ -4,9 +4,10 @@
 
 The faces are embedded once; each template only re-encodes the class prompts (the checkpoint's
 own text encoder) and re-scores, without the operating point (no balance, no abstain), so that the
-templates alone differ. Rows: the paper's 9 templates, kefer's held-out ones (``text.HELD_OUT_TEMPLATES``, never
-used in training), and the average of each set; each with the model's class names (nouns:
-"happiness", ``own``) and then with their adjectives ("This person is happy.", ``vocab.adjectives``).
+templates alone differ. Rows: the paper's 9 templates, kefer's held-out ones
+(``text.HELD_OUT_TEMPLATES``, never used in training), and the average of each set; each with the
+model's class names (nouns: "happiness", ``own``) and then with their adjectives ("This person is
+happy.", ``vocab.adjectives``).
 A template the model was not trained on is scored as ``encode_prompts`` makes it by default, moved
 onto the trained wording (``text.transfer_wording``), and also as its embeddings stand
 (``untransferred_*``).
@@ -46,10 +47,11 @@ def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val") -> 
     for kind, classes in names.items():
         for name, templates in (("paper", PAPER_TEMPLATES), ("held-out", HELD_OUT_TEMPLATES)):
             for template in [[t] for t in templates] + [templates]:
-                m, untransferred = metrics(template, classes, True), metrics(template, classes, False)
+                trained = set(template) <= set(rec.trained_templates)   # then transfer changes nothing
+                m = metrics(template, classes, True)
+                untransferred = m if trained else metrics(template, classes, False)
                 label = template[0] if len(template) == 1 else f"all {len(template)} {name} averaged"
-                rows.append({"template": label, "set": name, "names": kind,
-                             "trained": set(template) <= set(rec.trained_templates),
+                rows.append({"template": label, "set": name, "names": kind, "trained": trained,
                              "accuracy": m["accuracy"], "mean_accuracy": m["mean_accuracy"],
                              "untransferred_accuracy": untransferred["accuracy"],
                              "untransferred_mean_accuracy": untransferred["mean_accuracy"]})
