@@ -76,11 +76,12 @@ class Config:
         "and 20 more (kefer.text.WIDE_TEMPLATES)", name="template", action="append", then=expand_templates))
     template_sampling: str = field(default="mean", metadata=flag(
         "mean: train against the --template embeddings averaged per class (METHOD.md); batch: text "
-        "augmentation, one of them drawn at random for each training batch; inference uses the mean either way",
-        choices=["mean", "batch"]))
+        "augmentation, one of them drawn at random for each training batch; worst: text augmentation, each batch "
+        "trained against the one on which its loss is highest; inference uses the mean in every case",
+        choices=["mean", "batch", "worst"]))
     class_names: str = field(default="own", metadata=flag(
         "own: the dataset's class names; variants: text augmentation also draws the form of the class names for "
-        "each batch, the dataset's (happiness) or their adjectives (happy); needs --template-sampling batch; "
+        "each batch, the dataset's (happiness) or their adjectives (happy); needs --template-sampling batch or worst; "
         "inference uses the dataset's",
         choices=["own", "variants"]))
     # losses: a Table 2 row, e.g. "classifier", "ce", "ce,t", "ce,sc", "ce,t,sc", "ce,t,infonce"

@@ -559,3 +559,27 @@ def test_an_oversampled_run_stores_the_uniform_prior_it_was_trained_under(tiny_f
     assert r.returncode == 0, r.stderr[-3000:]
     prior = read_meta(out / "best.safetensors")["operating"]["class_prior"]
     assert len(prior) > 1 and list(prior.values()) == pytest.approx([1 / len(prior)] * len(prior))
+
+
+def test_worst_template_sampling_trains_against_the_anchor_set_with_the_highest_loss():
+    """--template-sampling worst: given a pool [P, K, d], the step's loss is the batch's loss under
+    the anchor set that fits it worst, not the mean or another set."""
+    import torch
+    from kefer.losses import LossConfig, total_loss
+    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.train.loop import train_step
+
+    torch.manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(4, 32), dim=-1)
+    pool = torch.stack([text, text[[1, 2, 3, 0]], text.flip(0)])
+    model = KEFERModel(create_visual_encoder("resnet18", 64), 4, text).train()
+    x, y = torch.randn(6, 3, 64, 64), torch.tensor([0, 1, 2, 3, 0, 1])
+    loss_cfg = LossConfig(terms=("ce", "t", "sc"))
+    with torch.no_grad():
+        f = model(x)
+        losses = [float(total_loss(loss_cfg, f, t, y, 0, transform=model.transform)[0]) for t in pool]
+    assert sorted(losses)[-1] > sorted(losses)[-2] * 1.01   # one set is clearly the worst
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss = train_step(model, x, y, optimizer, scaler, loss_cfg, 0, torch.device("cpu"), False, pool)[0]
+    assert float(loss) == pytest.approx(max(losses), rel=1e-5)

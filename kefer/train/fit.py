@@ -129,7 +129,7 @@ class Run:
     text: dict          # text_encoder id and prompts, kept in last.pt
     history: list
     best: dict
-    text_pool: torch.Tensor | None = None   # [P, K, d] anchor sets to draw from (--template-sampling batch)
+    text_pool: torch.Tensor | None = None   # [P, K, d] anchor sets to draw from (--template-sampling batch, worst)
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch and validate: its history row."""
@@ -139,7 +139,7 @@ class Run:
         row.update(train_one_epoch(self.trained, self.train_loader, self.optimizer, self.scheduler, self.scaler,
                                    self.loss_cfg, self.nu, self.device, self.cfg.amp,
                                    desc=f"epoch {epoch + 1}/{self.cfg.epochs}", text_pool=self.text_pool,
-                                   pool_seed=self.cfg.seed * 100_003 + epoch))
+                                   pool_choice=self.cfg.template_sampling, pool_seed=self.cfg.seed * 100_003 + epoch))
         logits, _, labels = infer(self.model, self.val_loader, self.device, self.cfg.amp, desc="val")
         row["val_accuracy"] = float((logits.argmax(1) == labels).float().mean())
         row["seconds"] = round(time.time() - t0, 1)
@@ -197,8 +197,8 @@ def check_config(cfg: Config) -> None:
     if held_out:
         raise ValueError(f"{held_out} are kefer's held-out templates (kefer.text.HELD_OUT_TEMPLATES), kept for "
                          "measuring wordings a model never saw: train with other wordings.")
-    if cfg.class_names == "variants" and cfg.template_sampling != "batch":
-        raise ValueError("--class-names variants is text augmentation: add --template-sampling batch.")
+    if cfg.class_names == "variants" and cfg.template_sampling == "mean":
+        raise ValueError("--class-names variants is text augmentation: add --template-sampling batch (or worst).")
     if cfg.ce_adjust and cfg.balance == "oversample":
         raise ValueError("--ce-adjust corrects for the training class prior, which --balance oversample makes "
                          "uniform, so together the adjustment would do nothing: use one or the other.")
@@ -207,7 +207,7 @@ def check_config(cfg: Config) -> None:
 def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torch.Tensor | None:
     """[P, K, d]: the class text embeddings of each ``--template`` alone (and, with
     ``--class-names variants``, of each template with the classes' adjectives too), for text
-    augmentation (``--template-sampling batch``); None otherwise."""
+    augmentation (``--template-sampling batch`` or ``worst``); None otherwise."""
     if cfg.template_sampling == "mean" or "classifier" in loss_cfg.terms:
         return None
     names = [classes]
@@ -217,8 +217,8 @@ def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torc
                              "(kefer.data.vocab.ADJECTIVES); leave the flag out.")
         names.append(adjectives(classes))
     if len(cfg.templates) * len(names) < 2:
-        raise ValueError("--template-sampling batch draws among several anchor sets; give --template more than once "
-                         "(or --template paper), or add --class-names variants.")
+        raise ValueError(f"--template-sampling {cfg.template_sampling} chooses among several anchor sets; give "
+                         "--template more than once (or --template paper), or add --class-names variants.")
     return torch.stack([class_embeddings(cfg.text_encoder, n, [t])[0] for n in names for t in cfg.templates])
 
 

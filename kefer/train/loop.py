@@ -60,7 +60,9 @@ def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_
                ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
     """One optimiser step on images x [B, 3, H, W] with labels y: class indices [B] or
     distributions [B, K] (``--labels votes``), whose argmax is the class. ``model`` may be wrapped
-    in DistributedDataParallel. ``text`` [K, d]: this step's class anchors (default: the model's).
+    in DistributedDataParallel. ``text`` [K, d]: this step's class anchors (default: the model's);
+    or [P, K, d]: P anchor sets, of which the step trains against the one where this batch's loss is
+    highest (``--template-sampling worst``).
     Returns (loss, its terms, f [B, d] in fp32, class indices [B])."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
     x, y = to_device(x, device), y.to(device, non_blocking=True)
@@ -70,7 +72,13 @@ def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_
     with autocast(device, amp):
         f = model(x)
     f = f.float()
-    loss, parts = total_loss(loss_cfg, f, core.text if text is None else text, y, nu, transform=core.transform, head=core.head, soft=soft)
+    text = core.text if text is None else text
+    if text.dim() == 3:
+        with torch.no_grad():
+            losses = [total_loss(loss_cfg, f, t, y, nu, transform=core.transform, head=core.head, soft=soft)[0]
+                      for t in text]
+        text = text[int(torch.stack(losses).argmax())]
+    loss, parts = total_loss(loss_cfg, f, text, y, nu, transform=core.transform, head=core.head, soft=soft)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"Loss became {loss.item()} (terms {parts}); lower --lr?")
     optimizer.zero_grad(set_to_none=True)
@@ -81,20 +89,22 @@ def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, loss_cfg: LossConfig, nu, device,
-                    amp: bool, desc: str, text_pool: torch.Tensor | None = None, pool_seed: int = 0) -> dict:
+                    amp: bool, desc: str, text_pool: torch.Tensor | None = None, pool_choice: str = "batch",
+                    pool_seed: int = 0) -> dict:
     """One pass of ``train_step`` over ``loader``, the scheduler stepped after each. Returns the
     mean of each loss term, 'loss' and 'train_accuracy' (over all processes).
 
     ``text_pool`` [P, K, d]: text augmentation, each batch trained against one of the P anchor
-    sets (templates, class-name forms), drawn with ``pool_seed`` (the same draws on every process and on resume)."""
+    sets (templates, class-name forms): with ``pool_choice`` "batch", drawn with ``pool_seed`` (the
+    same draws on every process and on resume); "worst", the one its loss is highest on (``train_step``)."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
-    draws = None if text_pool is None else torch.randint(
+    draws = None if text_pool is None or pool_choice == "worst" else torch.randint(
         len(text_pool), (len(loader),), generator=torch.Generator().manual_seed(pool_seed)).tolist()
     model.train()
     sums, correct, seen = {}, 0, 0
     bar = tqdm(loader, desc=desc, leave=False, mininterval=1, disable=not dist.is_main())
     for step, (x, y) in enumerate(bar):
-        text = None if draws is None else text_pool[draws[step]]
+        text = text_pool if draws is None else text_pool[draws[step]]
         loss, parts, f, y = train_step(model, x, y, optimizer, scaler, loss_cfg, nu, device, amp, text)
         scheduler.step()
         with torch.no_grad():
