@@ -73,7 +73,7 @@ def train_step(model, x: torch.Tensor, y: torch.Tensor, optimizer, scaler, loss_
         f = model(x)
     f = f.float()
     text = core.text if text is None else text
-    if text.dim() == 3:
+    if text is not None and text.dim() == 3:  # None: the classifier baseline has no anchors
         with torch.no_grad():
             losses = [total_loss(loss_cfg, f, t, y, nu, transform=core.transform, head=core.head, soft=soft)[0]
                       for t in text]
