@@ -69,6 +69,27 @@ HELD_OUT_TEMPLATES = [
     "A cropped face that displays [CLS].",
     "A grayscale photo of a face expressing [CLS].",
 ]
+# Never used for training either: wordings for *choosing* how an unseen wording is turned into anchors
+# (``WORDING_METHODS``) on validation, so that the held-out ones above stay a measurement of that choice.
+# Written down (2026-12-06) before any model was scored with them.
+TUNING_TEMPLATES = [
+    "Expression: [CLS].",
+    "The face of someone in [CLS].",
+    "A passport-style picture showing [CLS].",
+    "Someone who looks like they feel [CLS].",
+    "An emotional face: [CLS].",
+    "A black and white image of a person displaying [CLS].",
+    "This face conveys [CLS].",
+    "A low-resolution face with an expression of [CLS].",
+    "Here the person shows clear signs of [CLS].",
+    "A close shot of a human face, [CLS].",
+    "The subject's facial expression indicates [CLS].",
+    "[CLS], as seen on a person's face.",
+    "A photograph capturing [CLS].",
+    "Someone's face full of [CLS].",
+    "What this person feels is [CLS].",
+    "A woman or a man whose look says [CLS].",
+]
 # ``--template wide``: the paper's 9 and 20 more wordings for text augmentation, written after the
 # held-out sweep showed that terse and differently built wordings fail. None sits nearer a held-out
 # wording than that wording's nearest paper template does (MiniLM, classes averaged; tests/test_text.py),
@@ -95,7 +116,8 @@ WIDE_TEMPLATES = PAPER_TEMPLATES + [
     "A child or an adult in [CLS].",
     "Clearly [CLS].",
 ]
-TEMPLATE_SETS = {"paper": PAPER_TEMPLATES, "wide": WIDE_TEMPLATES, "held-out": HELD_OUT_TEMPLATES}
+TEMPLATE_SETS = {"paper": PAPER_TEMPLATES, "wide": WIDE_TEMPLATES, "held-out": HELD_OUT_TEMPLATES,
+                 "tuning": TUNING_TEMPLATES}
 DEFAULT_CLIP = "clip:ViT-B-16/openai"
 
 
