@@ -10,7 +10,7 @@ import sys
 
 from .train.evaluate import evaluate
 from .recognizer import load
-from .text import expand_templates
+from .text import DEFAULT_WORDING, WORDINGS, expand_templates
 
 
 def main(argv=None) -> int:
@@ -29,9 +29,9 @@ def main(argv=None) -> int:
                         "measure prompt robustness")
     p.add_argument("--add-class", action="append", default=[], metavar="NAME",
                    help="add a class the model was not trained on, by its text alone (zero-shot; repeatable)")
-    p.add_argument("--no-transfer", action="store_true",
-                   help="score a --template the model was not trained on by its embeddings as they stand, not "
-                        "moved onto the trained wording (kefer.text.transfer_wording)")
+    p.add_argument("--wording", choices=WORDINGS, default=DEFAULT_WORDING,
+                   help="how a --template the model was not trained on becomes anchors (kefer.text.adapt_wording): "
+                        "raw: its embeddings as they stand (the paper's way); default: %(default)s")
     p.add_argument("--logit-adjust", type=float, default=None, metavar="A",
                    help="balance strength (post-hoc logit adjustment): logits - A * log(K * training class "
                         "frequency); 0: raw scores (default: the strength stored in the checkpoint, if any)")
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         rec = load(args.checkpoint, device=args.device, abstain=not args.no_abstain)
         if args.template or args.add_class:
             templates = expand_templates(args.template or []) or None
-            rec.set_prompts(template=templates, classes=rec.classes + args.add_class, transfer=not args.no_transfer)
+            rec.set_prompts(template=templates, classes=rec.classes + args.add_class, wording=args.wording)
         classes = args.classes.split(",") if args.classes else None
         metrics = evaluate(rec, args.dataset, args.data_root, args.plots, classes=classes, split=args.split,
                            flip=args.flip, logit_adjust=args.logit_adjust)

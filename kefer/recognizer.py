@@ -27,7 +27,8 @@ from .data.transforms import eval_transform
 from .model import KEFERModel, create_visual_encoder, mirror_average
 from .operating import OperatingPoint, describe
 from .scoring import Prompts, l2_normalise, score
-from .text import check_template, create_text_encoder, encode_classes, encode_templates, transfer_wording
+from .text import (DEFAULT_WORDING, WORDINGS, adapt_wording, check_template, contrast_basis, create_text_encoder,
+                   encode_classes, encode_templates)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Recognizer:
         self.prompts = self.own_prompts
         self._text_encoder = None
         self._text_lock = threading.Lock()
+        self._contrast_basis = None
         self._image_analyzer = None
 
     @classmethod
@@ -230,20 +232,24 @@ class Recognizer:
             return self._text_encoder
 
     def encode_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
-                       transfer: bool = True) -> Prompts:
+                       wording: str = DEFAULT_WORDING) -> Prompts:
         """New prompts from the checkpoint's text encoder (new classes are zero-shot); changes nothing.
         Several templates (repeats dropped) are averaged per class (normalise, mean, renormalise).
 
-        ``transfer``: a template the model was not trained on (not in ``trained_templates``) is first
-        moved onto the trained wording's class-common part and spread (``text.transfer_wording``,
-        against the same classes under the trained templates), so its anchors depend on which
-        classes are given, and with one class they are the trained wording's. False takes each
-        template's embeddings as they are (the paper's way).
+        ``wording``: how a template the model was not trained on (not in ``trained_templates``)
+        becomes anchors (``text.adapt_wording``): ``raw`` takes its embeddings as they are (the
+        paper's way); ``transfer`` moves it onto the trained wording's class-common part and spread,
+        against the same classes under the trained templates (so its anchors depend on which classes
+        are given); ``project`` keeps its class deviations only along the trained class contrasts
+        (``contrast_basis``). A trained template is always taken as it is.
 
-        Raises ValueError for a template without [CLS], no class names, or a classifier baseline.
+        Raises ValueError for a template without [CLS], no class names, an unknown ``wording`` or a
+        classifier baseline.
         """
         if self.own_prompts.is_classifier:
             raise ValueError("This is a classifier-baseline model: it has no text knowledge to re-prompt.")
+        if wording not in WORDINGS:
+            raise ValueError(f"Unknown wording method {wording!r}; use one of {list(WORDINGS)}.")
         if template is None:
             templates = self.templates
         else:
@@ -256,12 +262,23 @@ class Recognizer:
         trained = self.trained_templates
         emb, _ = encode_templates(self.text_encoder, classes, templates)                  # [K, T, d]
         per_template = list(emb.float().unbind(1))
-        if transfer and not set(templates) <= set(trained):
+        if wording != "raw" and not set(templates) <= set(trained):
             base = encode_classes(self.text_encoder, classes, trained)[0].float()         # [K, d], as in training
-            per_template = [a if t in trained else transfer_wording(a, base) for a, t in zip(per_template, templates)]
+            basis = self.contrast_basis if wording.startswith("project") else None
+            per_template = [a if t in trained else adapt_wording(a, wording, base, basis)
+                            for a, t in zip(per_template, templates)]
         text = F.normalize(torch.stack(per_template, 1).mean(1), dim=-1)
         return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.numpy()),
                                     trained=self.own_prompts.trained))
+
+    @property
+    def contrast_basis(self) -> torch.Tensor:
+        """[K0 - 1, d]: the trained classes' contrasts under the trained templates
+        (``text.contrast_basis``), computed on first use and kept."""
+        if self._contrast_basis is None:    # two tabs at once may both compute it: the same tensor
+            sets = encode_templates(self.text_encoder, list(self.own_prompts.trained), self.trained_templates)[0]
+            self._contrast_basis = contrast_basis(sets.float())
+        return self._contrast_basis
 
     def operate(self, prompts: Prompts, balanced: bool | None = None, abstain: bool | None = None) -> Prompts:
         """``prompts`` under this model's stored operating point (``OperatingPoint.apply``): balanced
@@ -270,9 +287,9 @@ class Recognizer:
                                     self.abstain if abstain is None else abstain)
 
     def set_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
-                    transfer: bool = True) -> None:
+                    wording: str = DEFAULT_WORDING) -> None:
         """Re-prompt this recogniser (see ``encode_prompts``)."""
-        self.prompts = self.encode_prompts(template, classes, transfer)
+        self.prompts = self.encode_prompts(template, classes, wording)
 
     def reset_prompts(self) -> None:
         """Back to the checkpoint's own classes, templates and text embeddings."""

@@ -120,8 +120,8 @@ def anchor_report(prompts: Prompts, trained: Prompts, wording: Prompts | None = 
     MiniLM anchors of the 8 FER+ classes sit 0.72-0.87 apart, so 0.9 is closer than any two
     trained classes), and when the trained classes' mean cosine to their trained anchors is below
     ``MOVED`` (0.9: the template rephrased them far from the wording the model was trained on).
-    ``wording``: the same prompts untransferred (``encode_prompts(..., transfer=False)``), for that
-    second check, since transfer moves a new wording's anchors close to the trained ones.
+    ``wording``: the same prompts raw (``encode_prompts(..., wording="raw")``), for that second
+    check, since adapting a new wording (transfer, projection) brings its anchors close to the trained ones.
     """
     cos = prompts.anchors @ trained.anchors.T                 # [K, K0]
     index = {c: j for j, c in enumerate(trained.classes)}
@@ -144,8 +144,10 @@ def anchor_report(prompts: Prompts, trained: Prompts, wording: Prompts | None = 
         cos = wording.anchors @ trained.anchors.T
         own = [float(cos[k, index[name]]) for k, name in enumerate(wording.classes) if name in index]
     if own and np.mean(own) < MOVED:
-        moved = " before transfer onto it" if wording is not None else ""
+        moved = " as the new wording stands" if wording is not None else ""
+        wordings = (f"“{trained.template}”" if len(trained.templates) == 1
+                    else f"{len(trained.templates)} wordings such as “{trained.template}”")
         warnings.append(f"The trained classes moved (mean cosine {np.mean(own):.2f} to their trained anchors"
-                        f"{moved}): the model was trained on “{trained.template}”; accuracy may drop.")
+                        f"{moved}): the model was trained on {wordings}; accuracy may drop.")
     return AnchorReport(tuple(rows), tuple(warnings))
 

@@ -408,6 +408,45 @@ def transfer_wording(new: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     return F.normalize(base.mean(0) + deviation, dim=-1)
 
 
+# How ``Recognizer.encode_prompts`` turns a template the model was not trained on into anchors
+# (``adapt_wording``); the default was chosen by the rule in docs/results/wording-rule.md.
+WORDINGS = {"raw": "taken as its embeddings stand",
+            "transfer": "moved onto the trained wording's class-common part and spread",
+            "project": "kept only along the class contrasts the model was trained on",
+            "project+transfer": "kept only along the trained class contrasts, then moved onto the trained wording"}
+DEFAULT_WORDING = "project"
+
+
+def contrast_basis(sets: torch.Tensor) -> torch.Tensor:
+    """[K0, T, d] the trained classes under each trained template -> [K0 - 1, d] orthonormal rows:
+    the principal directions of the class deviations (each template's anchors minus their class mean),
+    the class contrasts the visual encoder was trained to read."""
+    deviations = sets - sets.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(deviations.reshape(-1, sets.shape[-1]), full_matrices=False)
+    return vh[: sets.shape[0] - 1]
+
+
+def project_wording(new: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Anchors [K, d] for an unseen wording: ``new``'s class deviations (from its own class mean)
+    kept only along ``basis`` [r, d] (``contrast_basis``), on that mean, renormalised. What the
+    wording adds outside the trained class contrasts is a direction the visual encoder never learnt
+    to read, so it only adds noise to the scores."""
+    mean = new.mean(0)
+    return F.normalize(mean + (new - mean) @ basis.T @ basis, dim=-1)
+
+
+def adapt_wording(new: torch.Tensor, method: str, base: torch.Tensor | None = None,
+                  basis: torch.Tensor | None = None) -> torch.Tensor:
+    """One unseen template's anchors [K, d] by ``method`` (``WORDINGS``): ``raw`` as they stand,
+    ``transfer`` (``transfer_wording`` onto ``base`` [K, d], the classes under the trained templates),
+    ``project`` (``project_wording`` on ``basis``), or ``project+transfer``."""
+    if method not in WORDINGS:
+        raise ValueError(f"Unknown wording method {method!r}; use one of {list(WORDINGS)}.")
+    if method.startswith("project"):
+        new = project_wording(new, basis)
+    return transfer_wording(new, base) if method.endswith("transfer") else new
+
+
 def class_embeddings(spec: str, classes: list[str], templates: list[str]) -> tuple[torch.Tensor, list[list[str]], str]:
     """``encode_classes`` with the encoder loaded from ``spec``, cached on disk.
 

@@ -164,32 +164,58 @@ def plot_study(study: dict, classes: list[str], title: str, path) -> None:
 
 def plot_sweep(rows: list[dict], title: str, path) -> None:
     """Horizontal bars, one per template (``kefer.templates.sweep`` rows), the best single template's
-    accuracy dashed; adjective rows in lighter colours; a black tick at the untransferred accuracy (the
-    template's embeddings as they stand) where it differs (sweeps from before transfer have none)."""
+    accuracy dashed; adjective rows in lighter colours; a black tick at the raw accuracy (the
+    template's embeddings as they stand) where it differs from the bar's wording method."""
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
-    palette = {("paper", "own"): "#8fb3d9", ("held-out", "own"): "#d9a38f",
-               ("paper", "adjectives"): "#c6d8ec", ("held-out", "adjectives"): "#ecd1c6"}
-    colours = [palette[r["set"], r.get("names", "own")] for r in rows]
+    palette = {("paper", "own"): "#8fb3d9", ("held-out", "own"): "#d9a38f", ("tuning", "own"): "#a3cf9b",
+               ("paper", "adjectives"): "#c6d8ec", ("held-out", "adjectives"): "#ecd1c6",
+               ("tuning", "adjectives"): "#d3e9cf"}
+    colours = [palette[r["set"], r["names"]] for r in rows]
     ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
-    untransferred = [r.get("untransferred_accuracy", r["accuracy"]) for r in rows]
-    ticks = [(yi, 100 * u) for yi, u, r in zip(y, untransferred, rows) if u != r["accuracy"]]
+    raw = [r["by_wording"].get("raw", r)["accuracy"] for r in rows]
+    ticks = [(yi, 100 * u) for yi, u, r in zip(y, raw, rows) if u != r["accuracy"]]
     if ticks:
         ax.scatter([x for _, x in ticks], [yi for yi, _ in ticks], marker="|", s=120, color="black",
-                   label="untransferred embeddings")
+                   label="raw embeddings")
     for yi, r in zip(y, rows):
         ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
     best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
     ax.axvline(best, ls="--", color="grey")
     ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
-    ax.set_yticks(y, [r["template"] + (" (adjectives)" if r.get("names") == "adjectives" else "") for r in rows],
+    ax.set_yticks(y, [r["template"] + (" (adjectives)" if r["names"] == "adjectives" else "") for r in rows],
                   fontsize=8)
-    lo = min(100 * min(r["accuracy"], u) for r, u in zip(rows, untransferred))
+    lo = min(100 * min(r["accuracy"], u) for r, u in zip(rows, raw))
     ax.set_xlim(max(0, lo - 5), min(100, best + 5))
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("accuracy (%)  (blue: the paper's templates, red: held out; pale: adjective class names)")
+    ax.set_xlabel(f"accuracy (%), unseen wordings made into anchors by '{rows[0]['wording']}'\n(blue: the paper's "
+                  "templates, red: held out, green: tuning; pale: adjective class names)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_wordings(sweeps: dict, title: str, path) -> None:
+    """Per model (``{model: kefer.templates.sweep rows}``) and wording method: the mean accuracy of the
+    single templates (bars) and the worst one (black tick), both name forms together."""
+    models = list(sweeps)
+    methods = list(next(iter(sweeps.values()))[0]["by_wording"])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(models) * len(methods) + 1.4))
+    colours = plt.get_cmap("tab10")
+    for m, model in enumerate(models):
+        singles = [r for r in sweeps[model] if "averaged" not in r["template"]]
+        for w, method in enumerate(methods):
+            accs = [100 * r["by_wording"][method]["accuracy"] for r in singles]
+            y = -(m * (len(methods) + 1) + w)
+            ax.barh(y, np.mean(accs), color=colours(w), label=method if m == 0 else None)
+            ax.scatter(min(accs), y, marker="|", s=150, color="black", label="worst template" if m == w == 0 else None)
+            ax.text(np.mean(accs) + 0.5, y, f"{np.mean(accs):.1f}", va="center", fontsize=8)
+    ax.set_yticks([-(m * (len(methods) + 1) + (len(methods) - 1) / 2) for m in range(len(models))], models)
+    ax.set_xlabel("accuracy (%) of each template alone: mean over the templates (bar), worst (tick)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -203,15 +203,16 @@ def test_the_anchor_report_tells_trained_from_zero_shot_classes_with_the_real_te
     assert not rows["confusion"].trained and rows["confusion"].own is None
     assert rows["confusion"].nearest in own.classes and 0 < rows["confusion"].nearest_cos < 1
     assert rows["joy"].nearest == "happiness" and "joy ≈ happiness" in rows["joy"].warning
-    raw = app.encode("[CLS]", list(own.classes), transfer=False)
+    raw = app.encode("[CLS]", list(own.classes), wording="raw")
     assert any("accuracy may drop" in w for w in anchor_report(raw, own).warnings)
-    transferred = app.encode("[CLS]", list(own.classes))     # what the app scores with: close to the trained
+    transferred = app.encode("[CLS]", list(own.classes), wording="transfer")   # moved close to the trained
     report = anchor_report(transferred, own)
     assert report.warnings == () and all(r.own > 0.9 for r in report.rows)
-    session = Session(app)                                   # so the app judges the wording before transfer
+    session = Session(app)                                   # the app judges the wording as it stands
     assert "not trained on" in session.set_prompts("[CLS]", "\n".join(own.classes))
-    assert any("before transfer onto it" in w for w in session.report.warnings)
-    assert all(r.own > 0.9 for r in session.report.rows)
+    assert any("as the new wording stands" in w for w in session.report.warnings)
+    scored = anchor_report(app.encode("[CLS]", list(own.classes)), own)      # and shows the anchors it scores with
+    assert [r.own for r in session.report.rows] == [r.own for r in scored.rows]
 
 
 def test_apply_shows_the_anchor_report_and_the_bars_tag_zero_shot_classes(app, frames, tmp_path):

@@ -174,9 +174,9 @@ def test_several_templates_are_averaged_per_class(cache):
 
 
 def test_an_unseen_template_is_transferred_onto_the_trained_wording_and_a_trained_one_is_not(cache):
-    """encode_prompts moves a template the model was not trained on with text.transfer_wording,
-    against the classes under the trained templates; a trained template and transfer=False take
-    the embeddings as they are."""
+    """encode_prompts(wording="transfer") moves a template the model was not trained on with
+    text.transfer_wording, against the classes under the trained templates; a trained template and
+    wording="raw" take the embeddings as they are."""
     import torch
     from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, transfer_wording
 
@@ -184,18 +184,43 @@ def test_an_unseen_template_is_transferred_onto_the_trained_wording_and_a_traine
     assert rec.templates == [DEFAULT_TEMPLATE]
     np.testing.assert_allclose(rec.encode_prompts(DEFAULT_TEMPLATE).anchors, rec.own_prompts.anchors, atol=1e-5)
     classes = [*rec.classes, "confusion"]
-    raw = rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes, transfer=False)
-    trained = rec.encode_prompts(DEFAULT_TEMPLATE, classes)
-    moved = rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes)
+    raw = rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes, wording="raw")
+    trained = rec.encode_prompts(DEFAULT_TEMPLATE, classes, wording="transfer")
+    moved = rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes, wording="transfer")
     expected = transfer_wording(torch.from_numpy(raw.anchors), torch.from_numpy(trained.anchors)).numpy()
     np.testing.assert_allclose(moved.anchors, expected, atol=1e-5)
     own = rec.own_prompts.anchors
     assert (np.sum(moved.anchors[:-1] * own, 1) > np.sum(raw.anchors[:-1] * own, 1)).all()
-    mixed = rec.encode_prompts([DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[1], DEFAULT_TEMPLATE], classes)
+    mixed = rec.encode_prompts([DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[1], DEFAULT_TEMPLATE], classes, "transfer")
     mean = trained.anchors + moved.anchors                   # the repeated template counts once
     np.testing.assert_allclose(mixed.anchors, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
-    rec.set_prompts(HELD_OUT_TEMPLATES[1], classes)          # re-prompted, it still knows what it was trained on
+    rec.set_prompts(HELD_OUT_TEMPLATES[1], classes, "transfer")   # re-prompted, it still knows what it was trained on
     assert rec.trained_templates == [DEFAULT_TEMPLATE]
-    np.testing.assert_allclose(rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes).anchors, moved.anchors, atol=1e-6)
+    np.testing.assert_allclose(rec.encode_prompts(HELD_OUT_TEMPLATES[1], classes, "transfer").anchors, moved.anchors,
+                               atol=1e-6)
     np.testing.assert_allclose(rec.encode_prompts(DEFAULT_TEMPLATE, classes).anchors, trained.anchors, atol=1e-6)
     rec.reset_prompts()
+
+
+def test_an_unseen_template_is_projected_onto_the_trained_class_contrasts_by_default(cache):
+    """The default wording method keeps an unseen template's class deviations along the trained
+    classes' contrasts under the trained templates (text.project_wording), also for a class added
+    at run time; the basis comes from the trained classes whatever classes are asked for."""
+    from kefer.text import DEFAULT_TEMPLATE, DEFAULT_WORDING, HELD_OUT_TEMPLATES, contrast_basis, encode_templates, \
+        project_wording
+
+    assert DEFAULT_WORDING == "project"
+    rec = kefer.load("fast")
+    basis = contrast_basis(encode_templates(rec.text_encoder, rec.classes, [DEFAULT_TEMPLATE])[0])
+    assert basis.shape == (len(rec.classes) - 1, rec.own_prompts.anchors.shape[1])
+    classes = [*rec.classes, "confusion"]
+    raw = rec.encode_prompts(HELD_OUT_TEMPLATES[7], classes, wording="raw")
+    projected = rec.encode_prompts(HELD_OUT_TEMPLATES[7], classes)
+    torch.testing.assert_close(rec.contrast_basis, basis, atol=1e-5, rtol=0)
+    expected = project_wording(torch.from_numpy(raw.anchors), basis).numpy()
+    np.testing.assert_allclose(projected.anchors, expected, atol=1e-5)
+    assert not np.allclose(projected.anchors, raw.anchors, atol=1e-2)
+    np.testing.assert_allclose(rec.encode_prompts(DEFAULT_TEMPLATE, classes).anchors,
+                               rec.encode_prompts(DEFAULT_TEMPLATE, classes, wording="raw").anchors, atol=1e-6)
+    with pytest.raises(ValueError, match="Unknown wording method"):
+        rec.encode_prompts(HELD_OUT_TEMPLATES[7], wording="transferred")

@@ -39,9 +39,11 @@ def test_a_template_that_moves_the_trained_anchors_far_is_a_warning():
     assert anchor_report(slightly, trained).warnings == ()
     # a transferred wording: judged by its untransferred anchors, reported with the transferred ones
     report = anchor_report(slightly, trained, wording=moved)
-    assert len(report.warnings) == 1 and "before transfer onto it" in report.warnings[0]
+    assert len(report.warnings) == 1 and "as the new wording stands" in report.warnings[0]
     assert [r.own for r in report.rows] == [r.own for r in anchor_report(slightly, trained).rows]
     assert anchor_report(moved, trained, wording=slightly).warnings == ()
+    many = Prompts(TRAINED, ("A photo of a [CLS] face.", "[CLS]."), trained.anchors, trained=TRAINED)
+    assert "trained on 2 wordings such as “A photo of a [CLS] face.”" in anchor_report(moved, many).warnings[0]
 
 
 def test_scores_add_the_prompts_offsets_and_a_constant_offset_changes_nothing():

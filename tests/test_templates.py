@@ -4,8 +4,8 @@ import shutil
 import pytest
 
 import kefer
-from kefer.templates import sweep
-from kefer.viz import plot_sweep
+from kefer.templates import choose_wording, sweep, wording_scores
+from kefer.viz import plot_sweep, plot_wordings
 from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES
 from kefer.data.vocab import adjective
 from kefer.train.evaluate import evaluate, split_features
@@ -27,17 +27,19 @@ def small_val(ferplus_root, tmp_path_factory):
 
 def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path):
     rec = kefer.load("fast", backend="torch")
-    rows = sweep(rec, "folder", small_val, "val")
+    rows = sweep(rec, "folder", small_val, "val", wordings=("project", "raw", "transfer"))
     one_set = (PAPER_TEMPLATES + ["all 9 paper averaged"] + HELD_OUT_TEMPLATES
                + [f"all {len(HELD_OUT_TEMPLATES)} held-out averaged"])
     assert [r["template"] for r in rows] == one_set * 2
     assert [r["names"] for r in rows] == ["own"] * len(one_set) + ["adjectives"] * len(one_set)
     assert [r["template"] for r in rows if r["trained"]] == [DEFAULT_TEMPLATE] * 2   # fast knows one wording
     for template in (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[0]):
-        for transfer, key in ((True, "accuracy"), (False, "untransferred_accuracy")):
-            rec.prompts = rec.encode_prompts(template, transfer=transfer)
+        row = next(r for r in rows if r["template"] == template)
+        assert row["wording"] == "project" and row["accuracy"] == row["by_wording"]["project"]["accuracy"]
+        for wording in ("project", "raw", "transfer"):
+            rec.prompts = rec.encode_prompts(template, wording=wording)
             expected = evaluate(rec, "folder", small_val, split="val", logit_adjust=0)["val_accuracy"]
-            assert next(r for r in rows if r["template"] == template)[key] == pytest.approx(expected)
+            assert row["by_wording"][wording]["accuracy"] == pytest.approx(expected)
     rec.reset_prompts()
     data, feats, labels, idx = split_features(rec, "folder", small_val, "val")
     adjectives = rec.encode_prompts(DEFAULT_TEMPLATE, [adjective(c) for c in rec.classes])
@@ -47,3 +49,23 @@ def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path
     assert row["accuracy"] == pytest.approx((probs[:, idx.numpy()].argmax(1) == labels.numpy()).mean())
     plot_sweep(rows, "fast", tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_the_wording_rule_takes_the_best_method_that_loses_on_no_model():
+    scores = {"a": {"transfer": 0.80, "raw": 0.79, "project": 0.83, "project+transfer": 0.90},
+              "b": {"transfer": 0.50, "raw": 0.40, "project": 0.70, "project+transfer": 0.49}}
+    assert choose_wording(scores) == "project"              # project+transfer is higher on average, lower on b
+    scores["a"]["project"] = 0.79
+    assert choose_wording(scores) == "transfer"             # project now loses on a: nothing is eligible but transfer
+    close = {"a": {"transfer": 0.800, "project": 0.801}, "b": {"transfer": 0.5, "project": 0.502}}
+    assert choose_wording(close) == "transfer"              # within the 0.2-point margin: the default stays
+    rows = [{"template": t, "by_wording": {"transfer": {"accuracy": a}, "project": {"accuracy": b}}}
+            for t, a, b in (("x", 0.5, 0.7), ("y", 0.7, 0.7), ("all 2 tuning averaged", 0.0, 0.0))]
+    assert wording_scores(rows) == pytest.approx({"transfer": 0.6, "project": 0.7})
+
+
+def test_the_wording_plot_draws_every_model_and_method(tmp_path):
+    rows = [{"template": f"t{i}", "by_wording": {"raw": {"accuracy": 0.5 + i / 10}, "project": {"accuracy": 0.7}}}
+            for i in range(3)]
+    plot_wordings({"a": rows, "b": rows}, "wordings", tmp_path / "w.png")
+    assert (tmp_path / "w.png").stat().st_size > 10_000

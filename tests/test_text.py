@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kefer.text import (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES, WIDE_TEMPLATES, MiniLMTextEncoder,
-                        build_prompt, check_template, encode_classes, create_text_encoder, transfer_wording)
+from kefer.text import (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES, TUNING_TEMPLATES, WIDE_TEMPLATES,
+                        MiniLMTextEncoder, adapt_wording, build_prompt, check_template, contrast_basis, encode_classes,
+                        create_text_encoder, project_wording, transfer_wording)
 
 
 def test_prompt_uses_the_right_article():
@@ -25,6 +26,43 @@ def test_held_out_templates_are_unique_have_the_placeholder_and_are_not_the_pape
     assert not set(HELD_OUT_TEMPLATES) & set(PAPER_TEMPLATES)
     for t in HELD_OUT_TEMPLATES:
         check_template(t)
+
+
+def test_tuning_templates_are_unique_have_the_placeholder_and_are_in_no_other_set():
+    assert len(set(TUNING_TEMPLATES)) == len(TUNING_TEMPLATES) == 16
+    assert not set(TUNING_TEMPLATES) & set(WIDE_TEMPLATES + HELD_OUT_TEMPLATES)
+    for t in TUNING_TEMPLATES:
+        check_template(t)
+
+
+def test_projection_keeps_only_the_trained_class_contrasts_of_a_new_wording():
+    g = torch.Generator().manual_seed(0)
+    d, classes = 16, 4
+    contrasts = torch.linalg.qr(torch.randn(d, classes - 1, generator=g))[0].T          # [3, d] orthonormal
+    coords = torch.randn(classes, classes - 1, generator=g)
+    coords = coords - coords.mean(0)
+    means = torch.randn(5, d, generator=g)                                                # 5 trained wordings
+    sets = torch.stack([m + 0.5 * coords @ contrasts for m in means], 1)                 # [K, T, d]
+    basis = contrast_basis(sets)
+    assert basis.shape == (classes - 1, d)
+    assert torch.allclose(basis @ basis.T, torch.eye(classes - 1), atol=1e-5)
+    assert torch.allclose(basis.T @ basis @ contrasts.T, contrasts.T, atol=1e-5)          # spans the contrasts
+    outside = torch.randn(classes, d, generator=g)
+    outside = outside - outside @ contrasts.T @ contrasts                                 # what training never saw
+    new = F.normalize(means[0] + coords @ contrasts + outside, dim=-1)
+    projected = project_wording(new, basis)
+    mean = new.mean(0)
+    assert torch.allclose(projected, F.normalize(mean + (new - mean) @ contrasts.T @ contrasts, dim=-1), atol=1e-5)
+    assert torch.allclose(projected.norm(dim=-1), torch.ones(classes), atol=1e-6)
+    inside = means[1] + coords @ contrasts                      # a trained wording (before normalising): nothing to drop
+    assert torch.allclose(project_wording(inside, basis), F.normalize(inside, dim=-1), atol=1e-5)
+    base = F.normalize(sets.mean(1), dim=-1)
+    assert torch.equal(adapt_wording(new, "raw"), new)
+    assert torch.allclose(adapt_wording(new, "project", base, basis), projected)
+    assert torch.allclose(adapt_wording(new, "transfer", base, basis), transfer_wording(new, base))
+    assert torch.allclose(adapt_wording(new, "project+transfer", base, basis), transfer_wording(projected, base))
+    with pytest.raises(ValueError, match="Unknown wording method"):
+        adapt_wording(new, "rotate", base, basis)
 
 
 def test_transfer_keeps_the_new_wordings_class_directions_on_the_trained_common_part_and_spread():

@@ -519,10 +519,12 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
         check_config(replace(cfg, template_sampling="mean", class_names="variants"))
     with pytest.raises(ValueError, match="one or the other"):
         check_config(replace(cfg, ce_adjust=1.0, balance="oversample"))
-    from kefer.text import HELD_OUT_TEMPLATES
+    from kefer.text import HELD_OUT_TEMPLATES, TUNING_TEMPLATES
 
-    with pytest.raises(ValueError, match="held-out templates"):
+    with pytest.raises(ValueError, match="held-out or tuning templates"):
         check_config(replace(cfg, templates=[templates[0], HELD_OUT_TEMPLATES[3]]))
+    with pytest.raises(ValueError, match="held-out or tuning templates"):
+        check_config(replace(cfg, templates=[templates[0], TUNING_TEMPLATES[5]]))
     check_config(replace(cfg, class_names="variants"))
 
 

@@ -23,7 +23,7 @@ from ..calibration import NeutralCalibration
 from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
 from ..operating import describe
 from ..scoring import Prompts, anchor_report
-from ..text import PLACEHOLDER
+from ..text import DEFAULT_WORDING, PLACEHOLDER, WORDINGS
 from .map import embedding_map
 from .photos import PhotoAlbum
 from .render import GREY, NO_MODEL, anchor_report_html, bars_html, label_text, message_html
@@ -96,10 +96,10 @@ class App:
             return "Loading the text encoder… (Apply waits for it)"
         return "Text encoder ready."
 
-    def encode(self, template: str | list[str], classes: list, transfer: bool = True) -> Prompts:
-        """Prompts from the checkpoint's text encoder; the shared recogniser is not changed.
-        Raises ValueError for a bad template or class list."""
-        return self.rec.encode_prompts(template=template, classes=classes, transfer=transfer)
+    def encode(self, template: str | list[str], classes: list, wording: str = DEFAULT_WORDING) -> Prompts:
+        """Prompts from the checkpoint's text encoder (``wording``: see ``Recognizer.encode_prompts``);
+        the shared recogniser is not changed. Raises ValueError for a bad template or class list."""
+        return self.rec.encode_prompts(template=template, classes=classes, wording=wording)
 
     def register(self, key: str | None, session: "Session") -> None:
         if key:
@@ -307,7 +307,7 @@ class Session:
         unseen = sum(t not in self.app.rec.trained_templates for t in templates)
         try:
             prompts = self.app.encode(templates, classes)
-            wording = self.app.encode(templates, classes, transfer=False) if unseen else None
+            wording = self.app.encode(templates, classes, wording="raw") if unseen else None
         except ValueError as err:
             return f"Error: {err}"
         self.prompts = prompts
@@ -315,7 +315,7 @@ class Session:
         self.operate()
         self.album.rescore(self.photo_prompts)
         self.version += 1
-        note = (f" {unseen} wording(s) the model was not trained on, moved onto its trained wording's common part."
+        note = (f" {unseen} wording(s) the model was not trained on, {WORDINGS[DEFAULT_WORDING]}."
                 if unseen else "")
         if len(templates) == 1:
             return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”.{note}"

@@ -27,7 +27,7 @@ from ..losses import LossConfig, prior_offset
 from ..model import KEFERModel, create_visual_encoder
 from ..operating import class_prior
 from ..recognizer import Recognizer, resolve_checkpoint
-from ..text import HELD_OUT_TEMPLATES, check_template, class_embeddings
+from ..text import HELD_OUT_TEMPLATES, TUNING_TEMPLATES, check_template, class_embeddings
 from . import distributed as dist
 from .evaluate import evaluate
 from .loop import infer, make_loader, seed_everything, train_one_epoch
@@ -193,10 +193,10 @@ def check_config(cfg: Config) -> None:
     """ValueError for options that cannot work together, before any data is read."""
     for template in cfg.templates:
         check_template(template)
-    held_out = [t for t in cfg.templates if t in HELD_OUT_TEMPLATES]
+    held_out = [t for t in cfg.templates if t in HELD_OUT_TEMPLATES + TUNING_TEMPLATES]
     if held_out:
-        raise ValueError(f"{held_out} are kefer's held-out templates (kefer.text.HELD_OUT_TEMPLATES), kept for "
-                         "measuring wordings a model never saw: train with other wordings.")
+        raise ValueError(f"{held_out} are kefer's held-out or tuning templates (kefer.text.HELD_OUT_TEMPLATES, "
+                         "TUNING_TEMPLATES), kept for measuring wordings a model never saw: train with other wordings.")
     if cfg.class_names == "variants" and cfg.template_sampling == "mean":
         raise ValueError("--class-names variants is text augmentation: add --template-sampling batch (or worst).")
     if cfg.ce_adjust and cfg.balance == "oversample":
