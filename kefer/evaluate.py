@@ -10,7 +10,8 @@ import sys
 
 from .train.evaluate import evaluate
 from .recognizer import load
-from .text import DEFAULT_WORDING, WORDINGS, expand_templates
+from .options import wording_name
+from .text import DEFAULT_WORDING, expand_templates
 
 
 def main(argv=None) -> int:
@@ -29,9 +30,10 @@ def main(argv=None) -> int:
                         "measure prompt robustness")
     p.add_argument("--add-class", action="append", default=[], metavar="NAME",
                    help="add a class the model was not trained on, by its text alone (zero-shot; repeatable)")
-    p.add_argument("--wording", choices=WORDINGS, default=DEFAULT_WORDING,
+    p.add_argument("--wording", type=wording_name, default=DEFAULT_WORDING,
                    help="how a --template the model was not trained on becomes anchors (kefer.text.adapt_wording): "
-                        "raw: its embeddings as they stand (the paper's way); default: %(default)s")
+                        "raw (its embeddings as they stand, the paper's way), transfer, project or project+transfer, "
+                        "a projection optionally with @M (M times as many directions); default: %(default)s")
     p.add_argument("--logit-adjust", type=float, default=None, metavar="A",
                    help="balance strength (post-hoc logit adjustment): logits - A * log(K * training class "
                         "frequency); 0: raw scores (default: the strength stored in the checkpoint, if any)")

@@ -27,8 +27,8 @@ from .data.transforms import eval_transform
 from .model import KEFERModel, create_visual_encoder, mirror_average
 from .operating import OperatingPoint, describe
 from .scoring import Prompts, l2_normalise, score
-from .text import (DEFAULT_WORDING, WORDINGS, adapt_wording, check_template, contrast_basis, create_text_encoder,
-                   encode_classes, encode_templates)
+from .text import (DEFAULT_WORDING, adapt_wording, check_template, contrast_basis, create_text_encoder, encode_classes,
+                   encode_templates, parse_wording)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Recognizer:
         self.prompts = self.own_prompts
         self._text_encoder = None
         self._text_lock = threading.Lock()
-        self._contrast_basis = None
+        self._contrast_bases = {}
         self._image_analyzer = None
 
     @classmethod
@@ -241,15 +241,15 @@ class Recognizer:
         paper's way); ``transfer`` moves it onto the trained wording's class-common part and spread,
         against the same classes under the trained templates (so its anchors depend on which classes
         are given); ``project`` keeps its class deviations only along the trained class contrasts
-        (``contrast_basis``). A trained template is always taken as it is.
+        (``contrast_basis``; ``project@M``: M times as many directions). A trained template is always
+        taken as it is.
 
         Raises ValueError for a template without [CLS], no class names, an unknown ``wording`` or a
         classifier baseline.
         """
         if self.own_prompts.is_classifier:
             raise ValueError("This is a classifier-baseline model: it has no text knowledge to re-prompt.")
-        if wording not in WORDINGS:
-            raise ValueError(f"Unknown wording method {wording!r}; use one of {list(WORDINGS)}.")
+        method, multiple = parse_wording(wording)
         if template is None:
             templates = self.templates
         else:
@@ -262,23 +262,22 @@ class Recognizer:
         trained = self.trained_templates
         emb, _ = encode_templates(self.text_encoder, classes, templates)                  # [K, T, d]
         per_template = list(emb.float().unbind(1))
-        if wording != "raw" and not set(templates) <= set(trained):
+        if method != "raw" and not set(templates) <= set(trained):
             base = encode_classes(self.text_encoder, classes, trained)[0].float()         # [K, d], as in training
-            basis = self.contrast_basis if wording.startswith("project") else None
+            basis = self.contrast_basis(multiple) if method.startswith("project") else None
             per_template = [a if t in trained else adapt_wording(a, wording, base, basis)
                             for a, t in zip(per_template, templates)]
         text = F.normalize(torch.stack(per_template, 1).mean(1), dim=-1)
         return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.numpy()),
                                     trained=self.own_prompts.trained))
 
-    @property
-    def contrast_basis(self) -> torch.Tensor:
-        """[K0 - 1, d]: the trained classes' contrasts under the trained templates
-        (``text.contrast_basis``), computed on first use and kept."""
-        if self._contrast_basis is None:    # two tabs at once may both compute it: the same tensor
+    def contrast_basis(self, multiple: int = 1) -> torch.Tensor:
+        """[r, d]: the trained classes' contrasts under the trained templates (``text.contrast_basis``
+        with ``multiple``), computed on first use and kept."""
+        if multiple not in self._contrast_bases:   # two tabs at once may both compute it: the same tensor
             sets = encode_templates(self.text_encoder, list(self.own_prompts.trained), self.trained_templates)[0]
-            self._contrast_basis = contrast_basis(sets.float())
-        return self._contrast_basis
+            self._contrast_bases[multiple] = contrast_basis(sets.float(), multiple)
+        return self._contrast_bases[multiple]
 
     def operate(self, prompts: Prompts, balanced: bool | None = None, abstain: bool | None = None) -> Prompts:
         """``prompts`` under this model's stored operating point (``OperatingPoint.apply``): balanced

@@ -11,7 +11,8 @@ kefer's held-out ones that no training uses, the tuning ones) alone and the set 
 the model's class names (nouns: "happiness", ``own``) and then with their adjectives ("This person
 is happy.", ``vocab.adjectives``). A template the model was not trained on is scored by each
 ``--wordings`` method (``text.adapt_wording``; the first is the row's ``accuracy``).
-``--choose`` applies docs/results/wording-rule.md to tuning sweeps of several models.
+``--choose`` applies the rule of docs/results/wording-rule.md (and rank-rule.md, ``--against project``)
+to tuning sweeps of several models.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from .data.vocab import adjectives
 from .io import log_to_console
 from .metrics import classification_metrics
 from .recognizer import load
-from .text import DEFAULT_WORDING, TEMPLATE_SETS, WORDINGS
+from .options import wording_name
+from .text import DEFAULT_WORDING, TEMPLATE_SETS
 from .train.evaluate import split_features
 from .viz import plot_sweep, plot_wordings
 
@@ -104,10 +106,14 @@ def main(argv=None) -> int:
     p.add_argument("--data-root")
     p.add_argument("--split", default="val", help="val to choose with; test only for a final, once-read figure")
     p.add_argument("--sets", nargs="+", default=["paper", "held-out"], choices=list(TEMPLATE_SETS))
-    p.add_argument("--wordings", nargs="+", default=[DEFAULT_WORDING, "raw"], choices=list(WORDINGS),
-                   help="how an unseen template becomes anchors (the first gives each row's accuracy)")
+    p.add_argument("--wordings", nargs="+", default=[DEFAULT_WORDING, "raw"], type=wording_name,
+                   help="how an unseen template becomes anchors (kefer.text.WORDINGS, a projection optionally with "
+                        "@M; the first gives each row's accuracy)")
     p.add_argument("--choose", nargs="+", metavar="JSON",
                    help="instead of a sweep: apply the wording rule to these sweeps (one per model)")
+    p.add_argument("--against", default="transfer", type=wording_name,
+                   help="with --choose: the method a winner must beat (docs/results/wording-rule.md: transfer; "
+                        "rank-rule.md: project)")
     p.add_argument("--output", help="write the rows as JSON")
     p.add_argument("--plot", help="write the bars as PNG")
     args = p.parse_args(argv)
@@ -121,7 +127,7 @@ def main(argv=None) -> int:
         scores = {model: wording_scores(rows) for model, rows in sweeps.items()}
         for model, s in scores.items():
             print(f"{model}: " + ", ".join(f"{w} {100 * v:.2f}" for w, v in s.items()))
-        print(f"chosen: {choose_wording(scores)} (against transfer, the default when the rule was written; "
+        print(f"chosen: {choose_wording(scores, args.against)} (against {args.against}; "
               f"the default now: {DEFAULT_WORDING})")
         if args.plot:
             plot_wordings(sweeps, "Unseen wordings, each alone: how they become anchors", args.plot)

@@ -409,7 +409,8 @@ def transfer_wording(new: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 
 # How ``Recognizer.encode_prompts`` turns a template the model was not trained on into anchors
-# (``adapt_wording``); the default was chosen by the rule in docs/results/wording-rule.md.
+# (``adapt_wording``); the default was chosen by the rules in docs/results/wording-rule.md and rank-rule.md.
+# The projections take a suffix ``@M``: keep M x (K0 - 1) trained contrast directions (``contrast_basis``).
 WORDINGS = {"raw": "taken as its embeddings stand",
             "transfer": "moved onto the trained wording's class-common part and spread",
             "project": "kept only along the class contrasts the model was trained on",
@@ -417,13 +418,26 @@ WORDINGS = {"raw": "taken as its embeddings stand",
 DEFAULT_WORDING = "project"
 
 
-def contrast_basis(sets: torch.Tensor) -> torch.Tensor:
-    """[K0, T, d] the trained classes under each trained template -> [K0 - 1, d] orthonormal rows:
-    the principal directions of the class deviations (each template's anchors minus their class mean),
-    the class contrasts the visual encoder was trained to read."""
+def parse_wording(name: str) -> tuple[str, int]:
+    """A wording method's name -> (method, M): ``"project@4"`` -> ``("project", 4)``; M is 1 without
+    a suffix. Raises ValueError for an unknown method or a bad suffix."""
+    method, at, multiple = name.partition("@")
+    if method not in WORDINGS or (at and not (method.startswith("project") and multiple.isdigit()
+                                              and int(multiple) >= 1)):
+        raise ValueError(f"Unknown wording method {name!r}; use one of {list(WORDINGS)}, a projection optionally "
+                         f"with @M (M x (classes - 1) directions, e.g. project@2).")
+    return method, int(multiple or 1)
+
+
+def contrast_basis(sets: torch.Tensor, multiple: int = 1) -> torch.Tensor:
+    """[K0, T, d] the trained classes under each trained template -> [r, d] orthonormal rows: the
+    principal directions of the class deviations (each template's anchors minus their class mean),
+    the class contrasts the visual encoder was trained to read; r = ``multiple`` x (K0 - 1), at most
+    the deviations' rank (K0 - 1 for one template)."""
     deviations = sets - sets.mean(0, keepdim=True)
-    _, _, vh = torch.linalg.svd(deviations.reshape(-1, sets.shape[-1]), full_matrices=False)
-    return vh[: sets.shape[0] - 1]
+    _, singular, vh = torch.linalg.svd(deviations.reshape(-1, sets.shape[-1]), full_matrices=False)
+    rank = int((singular > singular[0] * 1e-4).sum())
+    return vh[: min(multiple * (sets.shape[0] - 1), rank)]
 
 
 def project_wording(new: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -437,11 +451,10 @@ def project_wording(new: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 def adapt_wording(new: torch.Tensor, method: str, base: torch.Tensor | None = None,
                   basis: torch.Tensor | None = None) -> torch.Tensor:
-    """One unseen template's anchors [K, d] by ``method`` (``WORDINGS``): ``raw`` as they stand,
+    """One unseen template's anchors [K, d] by ``method`` (``parse_wording``): ``raw`` as they stand,
     ``transfer`` (``transfer_wording`` onto ``base`` [K, d], the classes under the trained templates),
-    ``project`` (``project_wording`` on ``basis``), or ``project+transfer``."""
-    if method not in WORDINGS:
-        raise ValueError(f"Unknown wording method {method!r}; use one of {list(WORDINGS)}.")
+    ``project`` (``project_wording`` on ``basis``, already of the method's rank), or ``project+transfer``."""
+    method = parse_wording(method)[0]
     if method.startswith("project"):
         new = project_wording(new, basis)
     return transfer_wording(new, base) if method.endswith("transfer") else new

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from kefer.text import (DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES, TUNING_TEMPLATES, WIDE_TEMPLATES,
                         MiniLMTextEncoder, adapt_wording, build_prompt, check_template, contrast_basis, encode_classes,
-                        create_text_encoder, project_wording, transfer_wording)
+                        create_text_encoder, parse_wording, project_wording, transfer_wording)
 
 
 def test_prompt_uses_the_right_article():
@@ -63,6 +63,26 @@ def test_projection_keeps_only_the_trained_class_contrasts_of_a_new_wording():
     assert torch.allclose(adapt_wording(new, "project+transfer", base, basis), transfer_wording(projected, base))
     with pytest.raises(ValueError, match="Unknown wording method"):
         adapt_wording(new, "rotate", base, basis)
+    assert contrast_basis(sets, multiple=2).shape == (classes - 1, d)       # the deviations' rank: 3, not 6
+    many = torch.randn(classes, 6, d, generator=g)                           # 6 unrelated wordings
+    wide = contrast_basis(many, multiple=2)
+    assert wide.shape == (2 * (classes - 1), d)
+    assert torch.allclose(wide[: classes - 1], contrast_basis(many), atol=1e-5)   # the leading directions first
+
+
+def test_wording_names_parse_with_an_optional_projection_rank():
+    import argparse
+
+    from kefer.options import wording_name
+
+    assert parse_wording("raw") == ("raw", 1) and parse_wording("project") == ("project", 1)
+    assert parse_wording("project@4") == ("project", 4) and parse_wording("project+transfer@2") == ("project+transfer", 2)
+    for bad in ("transfer@2", "project@0", "project@x", "project@", "projected"):
+        with pytest.raises(ValueError, match="Unknown wording method"):
+            parse_wording(bad)
+    assert wording_name("project@2") == "project@2"
+    with pytest.raises(argparse.ArgumentTypeError, match="project@2"):
+        wording_name("rotate")
 
 
 def test_transfer_keeps_the_new_wordings_class_directions_on_the_trained_common_part_and_spread():

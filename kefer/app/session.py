@@ -23,7 +23,7 @@ from ..calibration import NeutralCalibration
 from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
 from ..operating import describe
 from ..scoring import Prompts, anchor_report
-from ..text import DEFAULT_WORDING, PLACEHOLDER, WORDINGS
+from ..text import DEFAULT_WORDING, PLACEHOLDER, WORDINGS, parse_wording
 from .map import embedding_map
 from .photos import PhotoAlbum
 from .render import GREY, NO_MODEL, anchor_report_html, bars_html, label_text, message_html
@@ -315,7 +315,7 @@ class Session:
         self.operate()
         self.album.rescore(self.photo_prompts)
         self.version += 1
-        note = (f" {unseen} wording(s) the model was not trained on, {WORDINGS[DEFAULT_WORDING]}."
+        note = (f" {unseen} wording(s) the model was not trained on, {WORDINGS[parse_wording(DEFAULT_WORDING)[0]]}."
                 if unseen else "")
         if len(templates) == 1:
             return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”.{note}"
