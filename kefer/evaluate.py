@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--plots", help="folder for confusion_matrix.png and tsne.png")
     p.add_argument("--template", action="append",
                    help="score against prompts from this template instead of the checkpoint's own (repeat to "
-                        "average several; 'paper': the paper's 9; 'held-out': kefer's templates that no training uses), e.g. to "
+                        "average several; or a set of kefer.text.TEMPLATE_SETS: 'paper' (the paper's 9), 'wide' "
+                        "(those and 20 more), 'held-out' and 'tuning' (wordings no training uses)), e.g. to "
                         "measure prompt robustness")
     p.add_argument("--add-class", action="append", default=[], metavar="NAME",
                    help="add a class the model was not trained on, by its text alone (zero-shot; repeatable)")

@@ -239,10 +239,11 @@ class Recognizer:
         ``wording``: how a template the model was not trained on (not in ``trained_templates``)
         becomes anchors (``text.adapt_wording``): ``raw`` takes its embeddings as they are (the
         paper's way); ``transfer`` moves it onto the trained wording's class-common part and spread,
-        against the same classes under the trained templates (so its anchors depend on which classes
-        are given); ``project`` keeps its class deviations only along the trained class contrasts
-        (``contrast_basis``; ``project@M``: M times as many directions). A trained template is always
-        taken as it is.
+        against the same classes under the trained templates; ``project`` keeps its class deviations
+        (from the given classes' mean) only along the trained class contrasts (``contrast_basis``;
+        ``project@M``: M times as many directions); ``project+transfer`` does both. Except for
+        ``raw``, an unseen wording's anchors so depend on which classes are given. A trained
+        template is always taken as it is.
 
         Raises ValueError for a template without [CLS], no class names, an unknown ``wording`` or a
         classifier baseline.
@@ -263,7 +264,8 @@ class Recognizer:
         emb, _ = encode_templates(self.text_encoder, classes, templates)                  # [K, T, d]
         per_template = list(emb.float().unbind(1))
         if method != "raw" and not set(templates) <= set(trained):
-            base = encode_classes(self.text_encoder, classes, trained)[0].float()         # [K, d], as in training
+            base = (encode_classes(self.text_encoder, classes, trained)[0].float()       # [K, d], as in training
+                    if method.endswith("transfer") else None)
             basis = self.contrast_basis(multiple) if method.startswith("project") else None
             per_template = [a if t in trained else adapt_wording(a, wording, base, basis)
                             for a, t in zip(per_template, templates)]
@@ -273,7 +275,12 @@ class Recognizer:
 
     def contrast_basis(self, multiple: int = 1) -> torch.Tensor:
         """[r, d]: the trained classes' contrasts under the trained templates (``text.contrast_basis``
-        with ``multiple``), computed on first use and kept."""
+        with ``multiple``), computed on first use and kept. ValueError for a classifier baseline or
+        ``multiple`` < 1."""
+        if self.own_prompts.is_classifier:
+            raise ValueError("This is a classifier-baseline model: it has no trained text contrasts.")
+        if multiple < 1:
+            raise ValueError(f"multiple must be at least 1, not {multiple}.")
         if multiple not in self._contrast_bases:   # two tabs at once may both compute it: the same tensor
             sets = encode_templates(self.text_encoder, list(self.own_prompts.trained), self.trained_templates)[0]
             self._contrast_bases[multiple] = contrast_basis(sets.float(), multiple)

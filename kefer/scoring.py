@@ -113,15 +113,15 @@ class AnchorReport:
     warnings: tuple
 
 
-def anchor_report(prompts: Prompts, trained: Prompts, wording: Prompts | None = None) -> AnchorReport:
+def anchor_report(prompts: Prompts, trained: Prompts, raw: Prompts | None = None) -> AnchorReport:
     """How far edited anchors [K, d] sit from the trained ones [K0, d] (both L2-normalised).
 
     Warns when a zero-shot class's nearest trained class is at cosine >= ``CLOSE`` (0.9; the
     MiniLM anchors of the 8 FER+ classes sit 0.72-0.87 apart, so 0.9 is closer than any two
     trained classes), and when the trained classes' mean cosine to their trained anchors is below
     ``MOVED`` (0.9: the template rephrased them far from the wording the model was trained on).
-    ``wording``: the same prompts raw (``encode_prompts(..., wording="raw")``), for that second
-    check, since adapting a new wording (transfer, projection) brings its anchors close to the trained ones.
+    ``raw``: the same prompts as their wording stands (``encode_prompts(..., wording="raw")``), for
+    that second check, since adapting a new wording (transfer, projection) changes its anchors.
     """
     cos = prompts.anchors @ trained.anchors.T                 # [K, K0]
     index = {c: j for j, c in enumerate(trained.classes)}
@@ -140,11 +140,11 @@ def anchor_report(prompts: Prompts, trained: Prompts, wording: Prompts | None = 
         rows.append(AnchorRow(name, j is not None, None if j is None else own[-1],
                               None if n is None else trained.classes[n], near, warning))
     warnings = [r.warning for r in rows if r.warning]
-    if wording is not None:
-        cos = wording.anchors @ trained.anchors.T
-        own = [float(cos[k, index[name]]) for k, name in enumerate(wording.classes) if name in index]
+    if raw is not None:
+        cos = raw.anchors @ trained.anchors.T
+        own = [float(cos[k, index[name]]) for k, name in enumerate(raw.classes) if name in index]
     if own and np.mean(own) < MOVED:
-        moved = " as the new wording stands" if wording is not None else ""
+        moved = " as the new wording stands" if raw is not None else ""
         wordings = (f"“{trained.template}”" if len(trained.templates) == 1
                     else f"{len(trained.templates)} wordings such as “{trained.template}”")
         warnings.append(f"The trained classes moved (mean cosine {np.mean(own):.2f} to their trained anchors"

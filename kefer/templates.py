@@ -34,10 +34,11 @@ from .viz import plot_sweep, plot_wordings
 
 def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val", sets=("paper", "held-out"),
           wordings=(DEFAULT_WORDING, "raw")) -> list[dict]:
-    """[{"template": str or "all <n> <set> averaged", "set", "names": "own"|"adjectives", "trained":
-    bool (every template one the model was trained on: then every wording method is the same),
-    "wording": wordings[0], "accuracy", "mean_accuracy" (by ``wordings[0]``), "by_wording": {method:
-    {"accuracy", "mean_accuracy"}}}]; no adjective rows when no class has one or two classes share one."""
+    """[{"template": str or "all <n> <set> averaged", "set", "names": "own"|"adjectives", "single": bool
+    (one template, not a set averaged), "trained": bool (every template one the model was trained on:
+    then every wording method is the same), "wording": wordings[0], "accuracy", "mean_accuracy" (by
+    ``wordings[0]``), "by_wording": {method: {"accuracy", "mean_accuracy"}}}]; no adjective rows when
+    no class has one or two classes share one."""
     data, feats, labels, idx = split_features(rec, dataset, data_root, split)
     names = {"own": list(rec.classes)}
     if adjectives(rec.classes) is not None:
@@ -60,15 +61,23 @@ def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val", set
                     by_wording[wording] = (next(iter(by_wording.values())) if trained and by_wording
                                            else metrics(template, classes, wording))
                 label = template[0] if len(template) == 1 else f"all {len(template)} {name} averaged"
-                rows.append({"template": label, "set": name, "names": kind, "trained": trained,
+                rows.append({"template": label, "set": name, "names": kind, "single": len(template) == 1,
+                             "trained": trained,
                              "wording": wordings[0], **by_wording[wordings[0]], "by_wording": by_wording})
     return rows
 
 
+def single_accuracies(rows: list[dict], names: str | None = None, unseen: bool = False) -> dict:
+    """{method: [accuracy of each single template]} of ``rows`` (one name form, or both with None;
+    only templates the model was not trained on with ``unseen``)."""
+    rows = [r for r in rows if r["single"] and names in (None, r["names"]) and not (unseen and r["trained"])]
+    return {w: [r["by_wording"][w]["accuracy"] for r in rows] for w in rows[0]["by_wording"]} if rows else {}
+
+
 def wording_scores(rows: list[dict]) -> dict:
-    """{method: mean accuracy over the single templates of ``rows`` (both name forms)}."""
-    singles = [r for r in rows if "averaged" not in r["template"]]
-    return {w: float(np.mean([r["by_wording"][w]["accuracy"] for r in singles])) for w in singles[0]["by_wording"]}
+    """{method: mean accuracy over the unseen single templates of ``rows``, both name forms}: the
+    score of docs/results/wording-rule.md."""
+    return {w: float(np.mean(a)) for w, a in single_accuracies(rows, unseen=True).items()}
 
 
 def choose_wording(scores: dict, current: str = "transfer", margin: float = 0.002) -> str:
@@ -90,12 +99,31 @@ def print_rows(rows: list[dict]) -> None:
         cells = " ".join(f"{100 * r['by_wording'][w]['accuracy']:6.2f}" for w in wordings)
         print(f"{cells}  {100 * r['mean_accuracy']:6.2f}  {r['names']:10s} {r['set']:8s} {r['template']}")
     for kind in dict.fromkeys(r["names"] for r in rows):
-        for w in wordings:
-            singles = [r["by_wording"][w]["accuracy"] for r in rows if r["names"] == kind and "averaged" not in r["template"]]
+        for w, singles in single_accuracies(rows, kind).items():
             best = max(singles)
+            within = sum(a >= best - 0.02 for a in singles)
             print(f"single templates, class {kind}, {w}: best {100 * best:.2f}, worst {100 * min(singles):.2f}, "
-                  f"mean {100 * np.mean(singles):.2f}, within 2 points of the best {sum(a >= best - 0.02 for a in singles)} "
-                  f"of {len(singles)}")
+                  f"mean {100 * np.mean(singles):.2f}, within 2 points of the best {within} of {len(singles)}")
+
+
+def choose(paths: list[str], against: str) -> tuple[dict, str]:
+    """The rule applied to sweep files (one per model, FER+ validation): ({model: wording_scores},
+    the chosen method). ValueError for a test-split file, two files of one model, or a sweep without
+    ``against``."""
+    sweeps = {}
+    for path in paths:
+        with open(path) as f:
+            sweep_file = json.load(f)
+        if sweep_file["split"] != "val":
+            raise ValueError(f"{path} is a {sweep_file['split']} sweep: the wording rule chooses on validation.")
+        if sweep_file["model"] in sweeps:
+            raise ValueError(f"{path}: a second sweep of {sweep_file['model']}; give one per model.")
+        sweeps[sweep_file["model"]] = sweep_file["rows"]
+    scores = {model: wording_scores(rows) for model, rows in sweeps.items()}
+    if not all(against in s for s in scores.values()):
+        raise ValueError(f"Not every sweep scored {against!r} on unseen templates: run them with "
+                         f"--wordings {against} ...")
+    return sweeps, choose_wording(scores, against)
 
 
 def main(argv=None) -> int:
@@ -119,18 +147,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     log_to_console()
     if args.choose:
-        sweeps = {}
-        for path in args.choose:
-            with open(path) as f:
-                sweep_file = json.load(f)
-            sweeps[sweep_file["model"]] = sweep_file["rows"]
-        scores = {model: wording_scores(rows) for model, rows in sweeps.items()}
-        for model, s in scores.items():
-            print(f"{model}: " + ", ".join(f"{w} {100 * v:.2f}" for w, v in s.items()))
-        print(f"chosen: {choose_wording(scores, args.against)} (against {args.against}; "
-              f"the default now: {DEFAULT_WORDING})")
+        try:
+            sweeps, chosen = choose(args.choose, args.against)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for model, rows in sweeps.items():
+            print(f"{model}: " + ", ".join(f"{w} {100 * v:.2f}" for w, v in wording_scores(rows).items()))
+        print(f"chosen: {chosen} (against {args.against}; the default now: {DEFAULT_WORDING})")
         if args.plot:
-            plot_wordings(sweeps, "Unseen wordings, each alone: how they become anchors", args.plot)
+            plot_wordings({m: single_accuracies(rows, unseen=True) for m, rows in sweeps.items()},
+                          "Unseen wordings, each alone: how they become anchors", args.plot)
         return 0
     if not args.model:
         p.error("give a model, or --choose with sweep files")

@@ -70,7 +70,7 @@ HELD_OUT_TEMPLATES = [
     "A grayscale photo of a face expressing [CLS].",
 ]
 # Never used for training either: wordings for *choosing* how an unseen wording is turned into anchors
-# (``WORDING_METHODS``) on validation, so that the held-out ones above stay a measurement of that choice.
+# (``WORDINGS``) on validation, so that the held-out ones above stay a measurement of that choice.
 # Written down (2026-12-06) before any model was scored with them.
 TUNING_TEMPLATES = [
     "Expression: [CLS].",
@@ -421,8 +421,10 @@ DEFAULT_WORDING = "project"
 def parse_wording(name: str) -> tuple[str, int]:
     """A wording method's name -> (method, M): ``"project@4"`` -> ``("project", 4)``; M is 1 without
     a suffix. Raises ValueError for an unknown method or a bad suffix."""
+    if not isinstance(name, str):
+        raise TypeError(f"A wording method is a name such as 'project', not {name!r}.")
     method, at, multiple = name.partition("@")
-    if method not in WORDINGS or (at and not (method.startswith("project") and multiple.isdigit()
+    if method not in WORDINGS or (at and not (method.startswith("project") and re.fullmatch("[0-9]+", multiple)
                                               and int(multiple) >= 1)):
         raise ValueError(f"Unknown wording method {name!r}; use one of {list(WORDINGS)}, a projection optionally "
                          f"with @M (M x (classes - 1) directions, e.g. project@2).")
@@ -444,7 +446,10 @@ def project_wording(new: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Anchors [K, d] for an unseen wording: ``new``'s class deviations (from its own class mean)
     kept only along ``basis`` [r, d] (``contrast_basis``), on that mean, renormalised. What the
     wording adds outside the trained class contrasts is a direction the visual encoder never learnt
-    to read, so it only adds noise to the scores."""
+    to read, so it only adds noise to the scores. With no trained contrast (a one-class model,
+    ``basis`` [0, d]) it returns ``new`` normalised, as it stands."""
+    if not len(basis):
+        return F.normalize(new, dim=-1)
     mean = new.mean(0)
     return F.normalize(mean + (new - mean) @ basis.T @ basis, dim=-1)
 

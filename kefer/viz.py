@@ -171,7 +171,7 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
     palette = {("paper", "own"): "#8fb3d9", ("held-out", "own"): "#d9a38f", ("tuning", "own"): "#a3cf9b",
                ("paper", "adjectives"): "#c6d8ec", ("held-out", "adjectives"): "#ecd1c6",
                ("tuning", "adjectives"): "#d3e9cf"}
-    colours = [palette[r["set"], r["names"]] for r in rows]
+    colours = [palette.get((r["set"], r["names"]), "#bbbbbb") for r in rows]
     ax.barh(y, [100 * r["accuracy"] for r in rows], color=colours)
     raw = [r["by_wording"].get("raw", r)["accuracy"] for r in rows]
     ticks = [(yi, 100 * u) for yi, u, r in zip(y, raw, rows) if u != r["accuracy"]]
@@ -180,7 +180,7 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
                    label="raw embeddings")
     for yi, r in zip(y, rows):
         ax.text(100 * r["accuracy"] + 0.3, yi, f"{100 * r['accuracy']:.1f}", va="center", fontsize=8)
-    best = max(100 * r["accuracy"] for r in rows if "averaged" not in r["template"])
+    best = max(100 * r["accuracy"] for r in rows if r["single"])
     ax.axvline(best, ls="--", color="grey")
     ax.axvline(best - 2, ls=":", color="grey", label="2 points under the best template")
     ax.set_yticks(y, [r["template"] + (" (adjectives)" if r["names"] == "adjectives" else "") for r in rows],
@@ -197,17 +197,16 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
     plt.close(fig)
 
 
-def plot_wordings(sweeps: dict, title: str, path) -> None:
-    """Per model (``{model: kefer.templates.sweep rows}``) and wording method: the mean accuracy of the
-    single templates (bars) and the worst one (black tick), both name forms together."""
-    models = list(sweeps)
-    methods = list(next(iter(sweeps.values()))[0]["by_wording"])
+def plot_wordings(accuracies: dict, title: str, path) -> None:
+    """Per model and wording method (``{model: {method: [accuracy of each template]}}``,
+    ``kefer.templates.single_accuracies``): the mean accuracy (bars) and the worst (black tick)."""
+    models = list(accuracies)
+    methods = list(next(iter(accuracies.values())))
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(models) * len(methods) + 1.4))
     colours = plt.get_cmap("tab10")
     for m, model in enumerate(models):
-        singles = [r for r in sweeps[model] if "averaged" not in r["template"]]
         for w, method in enumerate(methods):
-            accs = [100 * r["by_wording"][method]["accuracy"] for r in singles]
+            accs = [100 * a for a in accuracies[model][method]]
             y = -(m * (len(methods) + 1) + w)
             ax.barh(y, np.mean(accs), color=colours(w), label=method if m == 0 else None)
             ax.scatter(min(accs), y, marker="|", s=150, color="black", label="worst template" if m == w == 0 else None)

@@ -216,10 +216,14 @@ def test_an_unseen_template_is_projected_onto_the_trained_class_contrasts_by_def
     classes = [*rec.classes, "confusion"]
     raw = rec.encode_prompts(HELD_OUT_TEMPLATES[7], classes, wording="raw")
     projected = rec.encode_prompts(HELD_OUT_TEMPLATES[7], classes)
-    torch.testing.assert_close(rec.contrast_basis(), basis, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rec.contrast_basis().T @ rec.contrast_basis(), basis.T @ basis, atol=1e-5, rtol=0)
     assert rec.contrast_basis(4).shape == basis.shape      # one trained wording: 7 directions at most
-    expected = project_wording(torch.from_numpy(raw.anchors), basis).numpy()
+    expected = project_wording(torch.from_numpy(raw.anchors), rec.contrast_basis()).numpy()
     np.testing.assert_allclose(projected.anchors, expected, atol=1e-5)
+    mixed = rec.encode_prompts([DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES[7]], classes)   # only the unseen one projected
+    trained = rec.encode_prompts(DEFAULT_TEMPLATE, classes).anchors
+    mean = trained + projected.anchors
+    np.testing.assert_allclose(mixed.anchors, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
     assert not np.allclose(projected.anchors, raw.anchors, atol=1e-2)
     np.testing.assert_allclose(rec.encode_prompts(DEFAULT_TEMPLATE, classes).anchors,
                                rec.encode_prompts(DEFAULT_TEMPLATE, classes, wording="raw").anchors, atol=1e-6)

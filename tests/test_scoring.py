@@ -37,11 +37,11 @@ def test_a_template_that_moves_the_trained_anchors_far_is_a_warning():
     assert len(report.warnings) == 1 and "trained on “A photo of a [CLS] face.”" in report.warnings[0]
     slightly = prompts(TRAINED, np.eye(3) + 0.1, "[CLS]")
     assert anchor_report(slightly, trained).warnings == ()
-    # a transferred wording: judged by its untransferred anchors, reported with the transferred ones
-    report = anchor_report(slightly, trained, wording=moved)
+    # an adapted wording: judged by its raw anchors, reported with the ones it is scored with
+    report = anchor_report(slightly, trained, raw=moved)
     assert len(report.warnings) == 1 and "as the new wording stands" in report.warnings[0]
     assert [r.own for r in report.rows] == [r.own for r in anchor_report(slightly, trained).rows]
-    assert anchor_report(moved, trained, wording=slightly).warnings == ()
+    assert anchor_report(moved, trained, raw=slightly).warnings == ()
     many = Prompts(TRAINED, ("A photo of a [CLS] face.", "[CLS]."), trained.anchors, trained=TRAINED)
     assert "trained on 2 wordings such as “A photo of a [CLS] face.”" in anchor_report(moved, many).warnings[0]
 

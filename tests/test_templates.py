@@ -1,10 +1,11 @@
 """The template sweep: faces embedded once, each template scored alone and averaged."""
+import json
 import shutil
 
 import pytest
 
 import kefer
-from kefer.templates import choose_wording, sweep, wording_scores
+from kefer.templates import choose_wording, main, single_accuracies, sweep, wording_scores
 from kefer.viz import plot_sweep, plot_wordings
 from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES
 from kefer.data.vocab import adjective
@@ -51,6 +52,14 @@ def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
+def row(template, accuracies, single=True, trained=False, names="own", set_="tuning"):
+    """A sweep row with {method: accuracy}."""
+    by_wording = {w: {"accuracy": a, "mean_accuracy": a} for w, a in accuracies.items()}
+    first = next(iter(by_wording))
+    return {"template": template, "set": set_, "names": names, "single": single, "trained": trained,
+            "wording": first, **by_wording[first], "by_wording": by_wording}
+
+
 def test_the_wording_rule_takes_the_best_method_that_loses_on_no_model():
     scores = {"a": {"transfer": 0.80, "raw": 0.79, "project": 0.83, "project+transfer": 0.90},
               "b": {"transfer": 0.50, "raw": 0.40, "project": 0.70, "project+transfer": 0.49}}
@@ -59,13 +68,36 @@ def test_the_wording_rule_takes_the_best_method_that_loses_on_no_model():
     assert choose_wording(scores) == "transfer"             # project now loses on a: nothing is eligible but transfer
     close = {"a": {"transfer": 0.800, "project": 0.801}, "b": {"transfer": 0.5, "project": 0.502}}
     assert choose_wording(close) == "transfer"              # within the 0.2-point margin: the default stays
-    rows = [{"template": t, "by_wording": {"transfer": {"accuracy": a}, "project": {"accuracy": b}}}
-            for t, a, b in (("x", 0.5, 0.7), ("y", 0.7, 0.7), ("all 2 tuning averaged", 0.0, 0.0))]
-    assert wording_scores(rows) == pytest.approx({"transfer": 0.6, "project": 0.7})
+    assert choose_wording(close, "project") == "project"    # against another method
+    rows = [row("x", {"transfer": 0.5, "project": 0.7}), row("y", {"transfer": 0.7, "project": 0.7}, names="adjectives"),
+            row("all 2 tuning averaged", {"transfer": 0.0, "project": 0.0}, single=False),
+            row("trained", {"transfer": 0.9, "project": 0.9}, trained=True)]
+    assert wording_scores(rows) == pytest.approx({"transfer": 0.6, "project": 0.7})   # unseen single templates only
+    assert single_accuracies(rows, "own") == {"transfer": [0.5, 0.9], "project": [0.7, 0.9]}
 
 
-def test_the_wording_plot_draws_every_model_and_method(tmp_path):
-    rows = [{"template": f"t{i}", "by_wording": {"raw": {"accuracy": 0.5 + i / 10}, "project": {"accuracy": 0.7}}}
-            for i in range(3)]
-    plot_wordings({"a": rows, "b": rows}, "wordings", tmp_path / "w.png")
+def test_choose_reads_one_validation_sweep_per_model_and_applies_the_rule(tmp_path, capsys):
+    def sweep_file(name, model, split, accuracies):
+        path = tmp_path / name
+        path.write_text(json.dumps({"model": model, "dataset": "ferplus", "split": split,
+                                    "rows": [row(f"t{i}", a) for i, a in enumerate(accuracies)]}))
+        return str(path)
+
+    a = sweep_file("a.json", "a", "val", [{"transfer": 0.8, "project": 0.84}, {"transfer": 0.7, "project": 0.7}])
+    b = sweep_file("b.json", "b", "val", [{"transfer": 0.5, "project": 0.7}])
+    assert main(["--choose", a, b, "--plot", str(tmp_path / "choice.png")]) == 0
+    out = capsys.readouterr().out
+    assert "a: transfer 75.00, project 77.00" in out and "chosen: project (against transfer" in out
+    assert (tmp_path / "choice.png").stat().st_size > 10_000
+    test = sweep_file("test.json", "c", "test", [{"transfer": 0.5, "project": 0.7}])
+    assert main(["--choose", a, test]) == 2 and "chooses on validation" in capsys.readouterr().err
+    assert main(["--choose", a, a]) == 2 and "a second sweep of a" in capsys.readouterr().err
+    assert main(["--choose", a, b, "--against", "raw"]) == 2 and "--wordings raw" in capsys.readouterr().err
+
+
+def test_the_sweep_plots_draw_every_set_model_and_method(tmp_path):
+    rows = [row(f"t{i}", {"raw": 0.5 + i / 10, "project": 0.7}, set_=s) for i, s in enumerate(("paper", "wide", "tuning"))]
+    plot_sweep(rows, "any sets", tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    plot_wordings({"a": single_accuracies(rows), "b": single_accuracies(rows)}, "wordings", tmp_path / "w.png")
     assert (tmp_path / "w.png").stat().st_size > 10_000

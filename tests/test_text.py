@@ -68,6 +68,8 @@ def test_projection_keeps_only_the_trained_class_contrasts_of_a_new_wording():
     wide = contrast_basis(many, multiple=2)
     assert wide.shape == (2 * (classes - 1), d)
     assert torch.allclose(wide[: classes - 1], contrast_basis(many), atol=1e-5)   # the leading directions first
+    one_class = contrast_basis(sets[:1])                                     # no contrast to keep: as it stands
+    assert one_class.shape == (0, d) and torch.equal(project_wording(new[:1], one_class), new[:1])
 
 
 def test_wording_names_parse_with_an_optional_projection_rank():
@@ -77,9 +79,11 @@ def test_wording_names_parse_with_an_optional_projection_rank():
 
     assert parse_wording("raw") == ("raw", 1) and parse_wording("project") == ("project", 1)
     assert parse_wording("project@4") == ("project", 4) and parse_wording("project+transfer@2") == ("project+transfer", 2)
-    for bad in ("transfer@2", "project@0", "project@x", "project@", "projected"):
+    for bad in ("transfer@2", "project@0", "project@x", "project@", "projected", "project@\u0663", "project@\u00b2"):
         with pytest.raises(ValueError, match="Unknown wording method"):
             parse_wording(bad)
+    with pytest.raises(TypeError, match="a name such as"):
+        parse_wording(False)                  # the old encode_prompts(template, classes, transfer=False), positionally
     assert wording_name("project@2") == "project@2"
     with pytest.raises(argparse.ArgumentTypeError, match="project@2"):
         wording_name("rotate")

@@ -307,11 +307,11 @@ class Session:
         unseen = sum(t not in self.app.rec.trained_templates for t in templates)
         try:
             prompts = self.app.encode(templates, classes)
-            wording = self.app.encode(templates, classes, wording="raw") if unseen else None
+            raw = self.app.encode(templates, classes, wording="raw") if unseen else None
         except ValueError as err:
             return f"Error: {err}"
         self.prompts = prompts
-        self.report = anchor_report(prompts, self.app.default_prompts, wording)
+        self.report = anchor_report(prompts, self.app.default_prompts, raw)
         self.operate()
         self.album.rescore(self.photo_prompts)
         self.version += 1
