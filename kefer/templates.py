@@ -62,8 +62,8 @@ def sweep(rec, dataset: str = "ferplus", data_root=None, split: str = "val", set
                                            else metrics(template, classes, wording))
                 label = template[0] if len(template) == 1 else f"all {len(template)} {name} averaged"
                 rows.append({"template": label, "set": name, "names": kind, "single": len(template) == 1,
-                             "trained": trained,
-                             "wording": wordings[0], **by_wording[wordings[0]], "by_wording": by_wording})
+                             "trained": trained, "wording": wordings[0], **by_wording[wordings[0]],
+                             "by_wording": by_wording})
     return rows
 
 
@@ -107,8 +107,8 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def choose(paths: list[str], against: str) -> tuple[dict, str]:
-    """The rule applied to sweep files (one per model, FER+ validation): ({model: wording_scores},
-    the chosen method). ValueError for a test-split file, two files of one model, or a sweep without
+    """The rule applied to sweep files (one per model, FER+ validation): ({model: its sweep rows}, the
+    chosen method). ValueError for a test-split file, two files of one model, or a sweep without
     ``against``."""
     sweeps = {}
     for path in paths:
