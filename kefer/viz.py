@@ -189,7 +189,7 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
     ax.set_xlim(max(0, lo - 5), min(100, best + 5))
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel(f"accuracy (%), unseen wordings made into anchors by '{rows[0]['wording']}'\n(blue: the paper's "
-                  "templates, red: held out, green: tuning; pale: adjective class names)")
+                  "templates, red: held out, green: tuning, grey: others; pale: adjective class names)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
