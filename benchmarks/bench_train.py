@@ -16,11 +16,13 @@ import sys
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kefer.config import preset  # noqa: E402
-from kefer.data import build_dataset  # noqa: E402
-from kefer.data.transforms import eval_transform, train_transform  # noqa: E402
-from kefer.losses import LossConfig  # noqa: E402
-from kefer.model import KEFERModel, create_visual_encoder  # noqa: E402
+from kefer.train.config import preset
+from kefer.train.data import build_dataset
+from kefer.preprocess import eval_transform
+from kefer.train.augment import train_transform
+from kefer.train.losses import LossConfig
+from kefer.models.network import KEFERModel
+from kefer.models.factory import create_encoder
 from kefer.train.distributed import resolve_device  # noqa: E402
 from kefer.train.loop import infer, make_loader, train_step  # noqa: E402
 
@@ -38,7 +40,7 @@ def main() -> None:
     overrides = {"encoder": args.encoder, "img_size": args.img_size, "batch_size": args.batch_size}
     cfg = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
-    encoder = create_visual_encoder(cfg.encoder, cfg.img_size, **cfg.encoder_kwargs)
+    encoder = create_encoder(cfg.encoder, cfg.img_size, **cfg.encoder_kwargs)
     if cfg.compile:
         encoder.compile()
     n = cfg.batch_size * (args.steps + 2)

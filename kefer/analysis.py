@@ -24,6 +24,7 @@ import numpy as np
 from .faces import (MAX_SIDE, Face, FaceDetector, FaceTracker, ImageError, limit_size, read_image, to_rgb,
                     whole_image_face)
 from .operating import UNCERTAIN, margins
+from .reference import Reference
 from .scoring import Prompts, l2_normalise
 
 PHOTO_SIDE = 1280      # still images are searched at up to this many pixels per side ...
@@ -38,7 +39,8 @@ class FaceResult:
     clipped to the image); crop [S, S, 3] uint8; embedding [d] L2-normalised; cosines and
     probabilities [K], one per class of ``classes``; track_id stable across a stream's frames;
     ``abstain_margin``: the operating point's threshold (None: always answer), below which the
-    face's ``label`` is "uncertain" (its ``top_class`` stays available)."""
+    face's ``label`` is "uncertain" (its ``top_class`` stays available); ``reference``: which of the
+    person's references it was scored against ("none", "recorded" or "estimated")."""
 
     box: np.ndarray
     landmarks: np.ndarray
@@ -51,6 +53,7 @@ class FaceResult:
     track_id: int = -1
     whole_image: bool = False
     abstain_margin: float | None = None
+    reference: str = "none"
 
     @property
     def index(self) -> int:
@@ -99,17 +102,19 @@ class FaceResult:
         row["label"] = self.label
         row["top_class"] = self.top_class
         row["whole_image"] = self.whole_image
+        row["reference"] = self.reference
         return row
 
 
 def score_faces(recognizer, faces: list[Face], features: np.ndarray, prompts: Prompts | None,
-                scale: float = 1.0, size: tuple | None = None) -> list[FaceResult]:
+                scale: float = 1.0, size: tuple | None = None, reference=None) -> list[FaceResult]:
     """Faces with crops and their representations [N, d] -> FaceResults. ``scale`` maps the
-    detection image's pixels to the original's ([H, W] ``size``, where boxes are clipped)."""
+    detection image's pixels to the original's ([H, W] ``size``, where boxes are clipped);
+    ``reference``: the person's neutral face (``reference.Reference``), for every face."""
     if not faces:
         return []
     prompts = prompts or recognizer.prompts
-    cos, probs = recognizer.score(features, prompts)
+    cos, probs = recognizer.score(features, prompts, reference)
     embeddings = l2_normalise(features)
     results = []
     for i, face in enumerate(faces):
@@ -118,7 +123,8 @@ def score_faces(recognizer, faces: list[Face], features: np.ndarray, prompts: Pr
             box = np.clip(box, 0, [size[1] - 1, size[0] - 1, size[1] - 1, size[0] - 1])
         results.append(FaceResult(box.astype(np.float32), (face.landmarks * scale).astype(np.float32), face.score,
                                   face.crop, embeddings[i], cos[i], probs[i], prompts.classes, face.track_id,
-                                  whole_image=face.whole, abstain_margin=prompts.abstain_margin))
+                                  whole_image=face.whole, abstain_margin=prompts.abstain_margin,
+                                  reference=reference.source if reference is not None else "none"))
     return results
 
 
@@ -143,13 +149,15 @@ class ImageAnalyzer:
         self.detector = detector or FaceDetector(crop_size=recognizer.input_size, detect_side=PHOTO_SIDE,
                                                  min_face_size=PHOTO_MIN_FACE)
 
-    def analyze(self, image, prompts: Prompts | None = None, whole_if_none: bool = False) -> list[FaceResult]:
+    def analyze(self, image, prompts: Prompts | None = None, whole_if_none: bool = False,
+                reference=None) -> list[FaceResult]:
         """Every face in one image, largest first; ``whole_if_none``: with no face found, score the
-        whole image (centre square) as one face (``FaceResult.whole_image``)."""
-        return self.analyze_many([image], prompts, whole_if_none)[0]
+        whole image (centre square) as one face (``FaceResult.whole_image``); ``reference``: the
+        person's neutral face, for every face found."""
+        return self.analyze_many([image], prompts, whole_if_none, reference)[0]
 
     def analyze_many(self, images: list, prompts: Prompts | None = None,
-                     whole_if_none: bool = False) -> list[list[FaceResult]]:
+                     whole_if_none: bool = False, reference=None) -> list[list[FaceResult]]:
         """Several images, their faces embedded in one batch -> one list of FaceResults per image."""
         found = []
         for image in images:
@@ -159,11 +167,35 @@ class ImageAnalyzer:
                 faces = [whole_image_face(rgb, self.detector.crop_size)]
             found.append((faces, scale, size))
         crops = [f.crop for faces, _, _ in found for f in faces]
-        features = self.rec.features(crops)
+        features = self.rec.embed(crops, normalise=False)
         out, start = [], 0
         for faces, scale, size in found:
-            out.append(score_faces(self.rec, faces, features[start:start + len(faces)], prompts, scale, size))
+            out.append(score_faces(self.rec, faces, features[start:start + len(faces)], prompts, scale, size,
+                                   reference))
             start += len(faces)
+        return out
+
+
+class NeutralEstimates:
+    """Each track's neutral face estimated from its own frames as it plays: the renormalised mean
+    of its last ``keep`` embeddings that plain scoring calls neutral. A track has an estimate once
+    ``warmup`` such frames were seen (``reference.Reference`` with source "estimated"); absent
+    tracks are forgotten."""
+
+    def __init__(self, warmup: int = 10, keep: int = 150):
+        self.warmup, self.keep = warmup, keep
+        self.frames: dict[int, deque] = {}
+
+    def update(self, track_ids: list[int], embeddings: np.ndarray, neutral: np.ndarray) -> list:
+        """This frame's faces (track ids, embeddings [N, d], whether plain scoring calls each neutral
+        [N]) -> each face's estimate (a Reference, or None during the warm-up)."""
+        self.frames = {t: self.frames.get(t, deque(maxlen=self.keep)) for t in track_ids}
+        out = []
+        for t, f, is_neutral in zip(track_ids, embeddings, neutral):
+            if is_neutral:
+                self.frames[t].append(f)
+            ready = len(self.frames[t]) >= self.warmup
+            out.append(Reference.from_embeddings(np.stack(self.frames[t]), "estimated") if ready else None)
         return out
 
 
@@ -190,10 +222,16 @@ class EmbeddingSmoother:
 class StreamAnalyzer:
     """One stream of frames (a webcam, a video): MTCNN on a 320-px copy every ``every`` frames
     (boxes reused in between), stable track ids, and each track's representation averaged over its
-    last ``window`` frames when smoothing."""
+    last ``window`` frames when smoothing. With a person's ``reference`` (``reference.Reference``)
+    every face is scored against it; else, with ``estimate``, each track against its own neutral
+    face estimated as it plays (``NeutralEstimates``; plain scores during its warm-up)."""
 
-    def __init__(self, recognizer, detector: FaceDetector | None = None, every: int = 3, window: int = 5):
+    def __init__(self, recognizer, detector: FaceDetector | None = None, every: int = 3, window: int = 5,
+                 reference=None, estimate: bool = False):
         self.rec = recognizer
+        self.reference = reference
+        self.estimate = estimate
+        self.estimates = NeutralEstimates()
         self.detector = detector or FaceDetector(crop_size=recognizer.input_size, detect_side=STREAM_SIDE,
                                                  min_face_size=STREAM_MIN_FACE)
         self.tracker = FaceTracker(self.detector, every=every)
@@ -203,12 +241,18 @@ class StreamAnalyzer:
         """One frame [H, W, 3] (any dtype or channel count ``to_rgb`` takes) -> its faces, scored."""
         rgb = to_rgb(frame)
         faces = self.tracker.update(rgb)
-        features = self.rec.features([f.crop for f in faces])
+        features = self.rec.embed([f.crop for f in faces], normalise=False)
         if smoothing and faces:
             features = self.smoother([f.track_id for f in faces], features)
         elif not smoothing:
             self.smoother.reset()
-        return score_faces(self.rec, faces, features, prompts, size=rgb.shape[:2])
+        plain = score_faces(self.rec, faces, features, prompts, size=rgb.shape[:2], reference=self.reference)
+        if self.reference is not None or not self.estimate or not faces:
+            return plain
+        neutral = np.array([f.classes[f.index] == "neutral" for f in plain])
+        estimates = self.estimates.update([f.track_id for f in faces], np.stack([f.embedding for f in plain]), neutral)
+        return [score_faces(self.rec, [face], features[i:i + 1], prompts, size=rgb.shape[:2], reference=ref)[0]
+                if ref is not None else plain[i] for i, (face, ref) in enumerate(zip(faces, estimates))]
 
 
 class VideoError(ValueError):
@@ -272,14 +316,15 @@ class VideoReader:
 
 
 def analyze_video(recognizer, path, every: int = 3, window: int = 5, prompts: Prompts | None = None,
-                  smoothing: bool = True, reader: VideoReader | None = None):
+                  smoothing: bool = True, reader: VideoReader | None = None, reference=None, estimate: bool = False):
     """Yield a VideoFrame per frame of the video at ``path``, its faces tracked and scored
-    (``StreamAnalyzer``). Corrupt frames are skipped (``reader.skipped`` counts them)."""
+    (``StreamAnalyzer``; ``reference``: the person's neutral face; ``estimate``: each track's own,
+    estimated as it plays). Corrupt frames are skipped (``reader.skipped`` counts them)."""
     reader = reader or VideoReader(path)
-    stream = StreamAnalyzer(recognizer, every=every, window=window)
+    stream = StreamAnalyzer(recognizer, every=every, window=window, reference=reference, estimate=estimate)
     for index, time, rgb in reader:
         yield VideoFrame(index, time, rgb, stream.update(rgb, prompts, smoothing))
 
 
-__all__ = ["FaceResult", "ImageAnalyzer", "StreamAnalyzer", "EmbeddingSmoother", "VideoReader", "VideoError",
+__all__ = ["FaceResult", "ImageAnalyzer", "StreamAnalyzer", "EmbeddingSmoother", "NeutralEstimates", "VideoReader", "VideoError",
            "VideoFrame", "analyze_video", "ImageError"]

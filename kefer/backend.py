@@ -154,10 +154,10 @@ def read_onnx_meta(path: str | Path) -> tuple[dict, dict, dict]:
     props = {p.key: p.value for p in proto.metadata_props}
     if "kefer" not in props:
         raise ValueError(f"{path.name} is an ONNX file but not a kefer model (no kefer metadata); export one with "
-                         f"`python -m kefer.export RUN out.onnx`.")
+                         f"`kefer export RUN out.onnx`.")
     if props.get("format") != ONNX_FORMAT:
         raise ValueError(f"{path.name} was written in kefer ONNX format {props.get('format')!r}; this kefer reads "
-                         f"{ONNX_FORMAT!r}. Export it again from its checkpoint with `python -m kefer.export`.")
+                         f"{ONNX_FORMAT!r}. Export it again from its checkpoint with `kefer export`.")
     meta = json.loads(props["kefer"])
     tensors = {k[len("tensor:"):]: _decode_tensor(v) for k, v in props.items() if k.startswith("tensor:")}
     shape = [d.dim_value or d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]

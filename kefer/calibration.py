@@ -1,29 +1,27 @@
-"""Neutral calibration: the user's own neutral face, measured from a few seconds of a stream.
+"""Neutral calibration: the user's own neutral face, recorded from a few seconds of a stream.
 
     calib = NeutralCalibration()
     calib.start()                         # waits for the first frame, then records for 3 s
     calib.add(embedding_or_None, now)     # per frame: the selected face's embedding [d]
     calib.message                         # what is happening, for the user
-    rel = calib.relative(embeddings, anchors, neutral)   # [N, K]
-    labels = calib.labels(rel, neutral)                  # [N]
+    calib.reference                       # then: a reference.Reference (None before)
 
-After recording, ``mean`` is f_n, the renormalised mean of the recorded face embeddings [d], and
-``threshold`` θ the 10th percentile of cos(f_i, f_n) over those frames: how far the user's own
-neutral frames wander. ``relative`` scores the paper's emotional-to-neutral direction with its
-learnt neutral G(f) replaced by this measured one.
+The reference is f_n, the renormalised mean of the recorded face embeddings, with their spread;
+``scoring.score`` reads a face relative to it (the paper's emotional-to-neutral direction with its
+learnt neutral G(f) replaced by this measured one).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .scoring import l2_normalise
+from .reference import Reference
 
 IDLE, WAITING, RECORDING, DONE, FAILED = "idle", "waiting", "recording", "done", "failed"
 
 
 class NeutralCalibration:
     """The states: idle -> waiting (no frame yet) -> recording (n of MIN_FRAMES frames with a
-    face) -> done (f_n and θ) or failed (too few frames with a face; a previous f_n is kept)."""
+    face) -> done (``reference``) or failed (too few frames with a face; a previous reference is kept)."""
 
     SECONDS = 3.0
     MIN_FRAMES = 5
@@ -34,8 +32,7 @@ class NeutralCalibration:
         self.last = None      # time of the latest frame
         self.frames = []      # embeddings [d] of the frames with a face
         self.seen = 0         # frames seen while recording, with or without a face
-        self.mean = None
-        self.threshold = None
+        self.reference = None   # a previous recording's stays until a new one succeeds
 
     @property
     def recording(self) -> bool:
@@ -61,10 +58,7 @@ class NeutralCalibration:
         if len(self.frames) < self.MIN_FRAMES:
             self.state = FAILED
             return
-        f = l2_normalise(np.stack(self.frames))
-        self.mean = l2_normalise(f.mean(axis=0))
-        # float rounding: a recorded frame itself stays at or above θ
-        self.threshold = float(np.quantile(f @ self.mean, 0.1)) - 1e-4
+        self.reference = Reference.from_embeddings(np.stack(self.frames))
         self.state = DONE
 
     @property
@@ -79,29 +73,9 @@ class NeutralCalibration:
             return (f"Recording your neutral face: {n}/{self.MIN_FRAMES} frames with a face, "
                     f"{left:.1f} s left. Hold still.")
         if self.state == DONE:
-            return f"Neutral face recorded from {n} frames (θ = {self.threshold:.3f})."
+            return (f"Neutral face recorded from {n} frames (spread {self.reference.spread:.3f}): faces are now "
+                    f"read relative to it.")
         if self.state == FAILED:
             return (f"Calibration failed: a face was found in only {n} of {self.seen} frames "
                     f"({self.MIN_FRAMES} needed). Keep your face in view and record again.")
         return ""
-
-    def relative(self, embeddings: np.ndarray, anchors: np.ndarray, neutral: int) -> np.ndarray:
-        """embeddings [N, d], anchors [K, d] -> [N, K].
-
-        Column k != neutral: cos(f - f_n, t_k - t_neutral), whether the face moved away from the
-        user's neutral in the direction the text says expression k lies (the paper's Δf vs Δt).
-        Column neutral: cos(f, f_n), how close the face is to the user's neutral.
-        """
-        embeddings = l2_normalise(embeddings)
-        delta_f = l2_normalise(embeddings - self.mean)
-        delta_t = l2_normalise(anchors - anchors[neutral])
-        rel = delta_f @ delta_t.T
-        rel[:, neutral] = embeddings @ self.mean
-        return rel
-
-    def labels(self, rel: np.ndarray, neutral: int) -> np.ndarray:
-        """[N, K] relative scores -> [N] class indices: neutral while cos(f, f_n) >= θ, else the
-        expression whose direction Δf follows best."""
-        expressive = rel.copy()
-        expressive[:, neutral] = -np.inf
-        return np.where(rel[:, neutral] >= self.threshold, neutral, expressive.argmax(axis=1))

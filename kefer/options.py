@@ -1,8 +1,7 @@
 """Option strings of the command lines: ``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (dataset options,
-loss weights), wording method names."""
+loss weights)."""
 from __future__ import annotations
 
-import argparse
 from typing import Any, Callable
 
 
@@ -26,15 +25,3 @@ def parse_kv(text: str, value: Callable[[str], Any] = number_or_text) -> dict:
             raise ValueError(f"{item!r} is not key=value.")
         out[key.strip()] = value(raw.strip())
     return out
-
-
-def wording_name(name: str) -> str:
-    """argparse ``type=`` for a wording method (``text.parse_wording``): ``name``, or an error that
-    says which names exist."""
-    from .text import parse_wording
-
-    try:
-        parse_wording(name)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-    return name

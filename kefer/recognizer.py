@@ -7,14 +7,16 @@
     probs = rec.predict([face])         # [N, K]
     faces = rec.analyze("group.jpg")    # every face: box, landmarks, crop, probabilities, label
     rec = kefer.load("accurate", flip=True)   # mirror-image test-time augmentation: twice the cost
-    rec.set_prompts(classes=[*rec.classes, "confusion"])   # zero-shot: just new text embeddings
+    zs = rec.with_prompts(rec.encode_prompts(classes=[*rec.classes, "confusion"]))   # zero-shot: new text only
     rec = kefer.load("accurate", balanced=False, abstain=False)   # raw scores, never "uncertain"
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,12 +25,14 @@ from PIL import Image
 
 from . import backend as backends
 from .checkpoint import load_model
-from .data.transforms import eval_transform
-from .model import KEFERModel, create_visual_encoder, mirror_average
+from .analysis import ImageAnalyzer
+from .models import KEFERModel, create_encoder, mirror_average
 from .operating import OperatingPoint, describe
+from .preprocess import eval_transform
+from .reference import Reference
 from .scoring import Prompts, l2_normalise, score
-from .text import (DEFAULT_WORDING, adapt_wording, check_template, contrast_basis, create_text_encoder, encode_classes,
-                   encode_templates, parse_wording)
+from .text import check_template, contrast_basis, encode_templates, project_wording
+from .text_encoders import create_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -106,48 +110,10 @@ class Recognizer:
                                     (abstain, self.operating.margin, "abstain margin")):
             if asked and stored is None:
                 log.info("%s stores no %s: not applied", name, what)
-        self.own_prompts = self.operate(Prompts(tuple(meta["classes"]), tuple(meta["templates"]), anchors, head,
+        self.trained_prompts = self.operate(Prompts(tuple(meta["classes"]), tuple(meta["templates"]), anchors, head,
                                                 trained=tuple(meta["classes"])))
-        self.prompts = self.own_prompts
-        self._text_encoder = None
-        self._text_lock = threading.Lock()
-        self._contrast_bases = {}
-        self._image_analyzer = None
-
-    @classmethod
-    def from_checkpoint(cls, path, device="cpu", flip: bool = False, backend: str = "auto", balanced: bool = True,
-                        abstain: bool = True) -> "Recognizer":
-        """See ``load``."""
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        on_cpu = torch.device(device).type == "cpu"
-        if backend == "onnx" and not on_cpu:
-            raise ValueError("backend='onnx' runs on the CPU; pass device='cpu' or backend='torch'.")
-        path = resolve_checkpoint(path)
-        name = path.parent.name if path.name == "best.safetensors" else path.stem
-        if path.suffix == ".onnx":
-            if backend == "torch":
-                raise ValueError(f"{path.name} is an ONNX file: it has no torch weights. Load its .safetensors "
-                                 f"checkpoint for the torch backend.")
-            if not on_cpu:
-                raise ValueError(f"{path.name} runs on the CPU (ONNX Runtime); pass device='cpu'.")
-            _require_onnxruntime()
-            meta, extra, _ = backends.read_onnx_meta(path)
-            return cls(meta, backends.OnnxBackend(path, quantised="quantization" in meta), extra, name, flip,
-                       balanced=balanced, abstain=abstain)
-        state, meta = load_model(path)
-        encoder = create_visual_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
-        model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
-        model.load_state_dict(state)
-        model = model.to(device).eval()
-        if backend == "onnx":
-            _require_onnxruntime()
-        if backend == "onnx" or (backend == "auto" and on_cpu and backends.onnx_available()):
-            runner = backends.OnnxBackend(backends.cached_onnx(path, model, meta))
-        else:
-            runner = backends.TorchBackend(model, device)
-        extra = {k: state.get(k) for k in backends.EXTRA_TENSORS}
-        return cls(meta, runner, extra, name, flip, model=model, balanced=balanced, abstain=abstain)
+        self.prompts = self.trained_prompts
+        self._shared = {"lock": threading.Lock(), "text_encoder": None, "basis": None, "analyzer": None}
 
     @property
     def summary(self) -> str:
@@ -167,90 +133,74 @@ class Recognizer:
     def templates(self) -> list[str]:
         return list(self.prompts.templates)
 
-    @property
-    def template(self) -> str:
-        return self.prompts.template
+    def embed(self, faces, normalise: bool = True) -> np.ndarray:
+        """Faces -> representations f [N, d] float32, L2-normalised unless ``normalise=False``.
 
-    @property
-    def trained_templates(self) -> list[str]:
-        """The templates the checkpoint was trained on (its own prompts'), whatever it is prompted with now."""
-        return list(self.own_prompts.templates)
+        ``faces``: one face crop (PIL image, 2-D or 3-D uint8 array) or many (a list, or a 4-D uint8
+        array), resized and normalised here; or a batch already preprocessed by ``transform``, float
+        [N, 3, S, S] (numpy or torch). Each is averaged with its mirror image's where ``flip`` is set.
+        """
+        if isinstance(faces, torch.Tensor):
+            faces = faces.cpu().numpy()
+        if isinstance(faces, np.ndarray) and faces.ndim == 4 and faces.dtype != np.uint8:
+            x = np.asarray(faces, np.float32)
+        else:
+            if isinstance(faces, Image.Image) or (isinstance(faces, np.ndarray) and faces.ndim in (2, 3)):
+                faces = [faces]
+            crops = [self.transform(as_rgb(f)) for f in faces]
+            x = torch.stack(crops).numpy() if crops else np.zeros((0, 3, self.input_size, self.input_size), np.float32)
+        f = (mirror_average(self.backend, x, self.flip) if len(x)
+             else np.zeros((0, self.trained_prompts.anchors.shape[1]), np.float32))
+        return l2_normalise(f) if normalise else f
 
-    @property
-    def neutral_index(self) -> int | None:
-        return self.prompts.neutral_index
+    def score(self, embeddings: np.ndarray, prompts: Prompts | None = None,
+              reference: Reference | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Representations [N, d] (``embed``) -> (cosines [N, K], probabilities [N, K]) against ``prompts``
+        (default: this recogniser's); with a person's ``reference`` (``reference``), relative to
+        their neutral face too (``scoring.score``)."""
+        return score(embeddings, prompts or self.prompts, reference)
 
-    @property
-    def text_embeddings(self) -> np.ndarray:
-        """Current class anchors [K, d], L2-normalised."""
-        return self.prompts.anchors
+    def predict(self, faces, prompts: Prompts | None = None, reference: Reference | None = None) -> np.ndarray:
+        """Face crops -> class probabilities [N, K] (``reference``: see ``score``)."""
+        return self.score(self.embed(faces, normalise=False), prompts, reference)[1]
 
-    def preprocess(self, faces) -> np.ndarray:
-        """One face (PIL, 2-D or 3-D uint8 array) or many (a list, or a 4-D array) -> [N, 3, S, S] float32."""
-        if isinstance(faces, Image.Image) or (isinstance(faces, np.ndarray) and faces.ndim in (2, 3)):
-            faces = [faces]
-        faces = list(faces)
-        if not faces:
-            return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
-        return torch.stack([self.transform(as_rgb(f)) for f in faces]).numpy()
+    def reference(self, neutral_faces) -> Reference:
+        """Face crops of one person's neutral face (as ``embed`` takes them) -> their ``Reference``
+        (embedding, spread, count), for ``predict``, ``score``, ``analyze`` and ``StreamAnalyzer``.
+        It can be pickled or saved (``Reference.save``). ValueError for no face."""
+        return Reference.from_embeddings(self.embed(neutral_faces))
 
-    def represent(self, x, flip: bool | None = None) -> np.ndarray:
-        """Preprocessed images [N, 3, S, S] (numpy or torch, float32) -> f [N, d] float32, not
-        normalised; ``flip`` (default: the recogniser's) averages each with its mirror image's."""
-        x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-        if not len(x):
-            return np.zeros((0, self.own_prompts.anchors.shape[1]), np.float32)
-        return mirror_average(self.backend, x, self.flip if flip is None else flip)
-
-    def features(self, faces) -> np.ndarray:
-        """Face crops -> representations f [N, d] (not normalised)."""
-        return self.represent(self.preprocess(faces))
-
-    def embed(self, faces) -> np.ndarray:
-        """Face crops -> L2-normalised representations [N, d]."""
-        return l2_normalise(self.features(faces))
-
-    def score(self, features: np.ndarray, prompts: Prompts | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Representations [N, d] -> (cosines [N, K], probabilities [N, K]) against ``prompts``
-        (default: the current ones)."""
-        return score(features, prompts or self.prompts)
-
-    def scores(self, faces, prompts: Prompts | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Face crops -> (cosine similarity to each class anchor [N, K], probabilities [N, K])."""
-        return self.score(self.features(faces), prompts)
-
-    def predict(self, faces, prompts: Prompts | None = None) -> np.ndarray:
-        """Face crops -> class probabilities [N, K]."""
-        return self.scores(faces, prompts)[1]
+    def analyze(self, image, prompts: Prompts | None = None, reference: Reference | None = None) -> list:
+        """Every face in one image (a path, PIL image or array): a list of ``analysis.FaceResult``
+        (box and landmarks in the image's own pixels, crop, probabilities, cosines, embedding,
+        label), largest first; ``reference``: the person's neutral face, for every face found."""
+        if self._shared["analyzer"] is None:   # its face detector is built once, for every copy
+            self._shared["analyzer"] = ImageAnalyzer(self)
+        return self._shared["analyzer"].analyze(image, prompts or self.prompts, reference=reference)
 
     @property
     def text_encoder(self):
         """The checkpoint's text encoder, loaded on first use (seconds) and kept."""
-        with self._text_lock:
-            if self._text_encoder is None:
-                self._text_encoder = create_text_encoder(self.meta["text_encoder"])
-            return self._text_encoder
+        with self._shared["lock"]:
+            if self._shared["text_encoder"] is None:
+                self._shared["text_encoder"] = create_text_encoder(self.meta["text_encoder"])
+            return self._shared["text_encoder"]
 
     def encode_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
-                       wording: str = DEFAULT_WORDING) -> Prompts:
+                       unseen: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Prompts:
         """New prompts from the checkpoint's text encoder (new classes are zero-shot); changes nothing.
         Several templates (repeats dropped) are averaged per class (normalise, mean, renormalise).
 
-        ``wording``: how a template the model was not trained on (not in ``trained_templates``)
-        becomes anchors (``text.adapt_wording``): ``raw`` takes its embeddings as they are (the
-        paper's way); ``transfer`` moves it onto the trained wording's class-common part and spread,
-        against the same classes under the trained templates; ``project`` keeps its class deviations
-        (from the given classes' mean) only along the trained class contrasts (``contrast_basis``;
-        ``project@M``: M times as many directions); ``project+transfer`` does both. Except for
-        ``raw``, an unseen wording's anchors so depend on which classes are given. A trained
-        template is always taken as it is.
+        A template the model was not trained on keeps its class deviations only along the trained
+        class contrasts (``text.project_wording``: the measured default, docs/RESULTS.md 8d);
+        ``unseen`` replaces that step, anchors [K, d] -> [K, d] (identity: the raw embeddings, as
+        the paper scores them; ``kefer.lab.wordings`` has the other methods). A trained template is
+        always taken as it is.
 
-        Raises ValueError for a template without [CLS], no class names, an unknown ``wording`` or a
-        classifier baseline.
+        Raises ValueError for a template without [CLS], no class names or a classifier baseline.
         """
-        if self.own_prompts.is_classifier:
+        if self.trained_prompts.is_classifier:
             raise ValueError("This is a classifier-baseline model: it has no text knowledge to re-prompt.")
-        method, multiple = parse_wording(wording)
         if template is None:
             templates = self.templates
         else:
@@ -260,31 +210,21 @@ class Recognizer:
                                      if c.strip()))
         if not classes:
             raise ValueError("Give at least one class name.")
-        trained = self.trained_templates
+        if unseen is None:
+            unseen = lambda anchors: project_wording(anchors, self._contrast_basis())  # noqa: E731
+        trained = self.trained_prompts.templates
         emb, _ = encode_templates(self.text_encoder, classes, templates)                  # [K, T, d]
-        per_template = list(emb.float().unbind(1))
-        if method != "raw" and not set(templates) <= set(trained):
-            base = (encode_classes(self.text_encoder, classes, trained)[0].float()       # [K, d], as in training
-                    if method.endswith("transfer") else None)
-            basis = self.contrast_basis(multiple) if method.startswith("project") else None
-            per_template = [a if t in trained else adapt_wording(a, wording, base, basis)
-                            for a, t in zip(per_template, templates)]
+        per_template = [a if t in trained else unseen(a) for a, t in zip(emb.float().unbind(1), templates)]
         text = F.normalize(torch.stack(per_template, 1).mean(1), dim=-1)
         return self.operate(Prompts(tuple(classes), tuple(templates), l2_normalise(text.numpy()),
-                                    trained=self.own_prompts.trained))
+                                    trained=self.trained_prompts.trained))
 
-    def contrast_basis(self, multiple: int = 1) -> torch.Tensor:
-        """[r, d]: the trained classes' contrasts under the trained templates (``text.contrast_basis``
-        with ``multiple``), computed on first use and kept. ValueError for a classifier baseline or
-        ``multiple`` < 1."""
-        if self.own_prompts.is_classifier:
-            raise ValueError("This is a classifier-baseline model: it has no trained text contrasts.")
-        if multiple < 1:
-            raise ValueError(f"multiple must be at least 1, not {multiple}.")
-        if multiple not in self._contrast_bases:   # two tabs at once may both compute it: the same tensor
-            sets = encode_templates(self.text_encoder, list(self.own_prompts.trained), self.trained_templates)[0]
-            self._contrast_bases[multiple] = contrast_basis(sets.float(), multiple)
-        return self._contrast_bases[multiple]
+    def with_prompts(self, prompts: Prompts) -> "Recognizer":
+        """A recogniser that scores against ``prompts`` (``encode_prompts``, or ``trained_prompts``),
+        sharing this one's network and text encoder; this one is unchanged."""
+        other = copy.copy(self)
+        other.prompts = prompts
+        return other
 
     def operate(self, prompts: Prompts, balanced: bool | None = None, abstain: bool | None = None) -> Prompts:
         """``prompts`` under this model's stored operating point (``OperatingPoint.apply``): balanced
@@ -292,24 +232,14 @@ class Recognizer:
         return self.operating.apply(prompts, self.balanced if balanced is None else balanced,
                                     self.abstain if abstain is None else abstain)
 
-    def set_prompts(self, template: str | list[str] | None = None, classes: list[str] | None = None,
-                    wording: str = DEFAULT_WORDING) -> None:
-        """Re-prompt this recogniser (see ``encode_prompts``)."""
-        self.prompts = self.encode_prompts(template, classes, wording)
-
-    def reset_prompts(self) -> None:
-        """Back to the checkpoint's own classes, templates and text embeddings."""
-        self.prompts = self.own_prompts
-
-    def analyze(self, image, prompts: Prompts | None = None) -> list:
-        """Every face in one image (a path, PIL image or array): a list of ``analysis.FaceResult``
-        (box and landmarks in the image's own pixels, crop, probabilities, cosines, embedding,
-        label), largest first."""
-        from .analysis import ImageAnalyzer
-
-        if self._image_analyzer is None:
-            self._image_analyzer = ImageAnalyzer(self)
-        return self._image_analyzer.analyze(image, prompts)
+    def _contrast_basis(self) -> torch.Tensor:
+        """[K0 - 1, d]: the trained classes' contrasts under the trained templates
+        (``text.contrast_basis``), computed on first use and kept (two tabs may both compute it)."""
+        if self._shared["basis"] is None:
+            sets = encode_templates(self.text_encoder, list(self.trained_prompts.trained),
+                                    list(self.trained_prompts.templates))[0]
+            self._shared["basis"] = contrast_basis(sets.float())
+        return self._shared["basis"]
 
 
 def _require_onnxruntime() -> None:
@@ -330,4 +260,33 @@ def load(path: str | Path | None = None, device: str = "cpu", flip: bool = False
     abstain: answer "uncertain" below its stored margin. Each is a no-op (logged) where the
     checkpoint stores none; False: raw scores, always an answer.
     """
-    return Recognizer.from_checkpoint(path, device, flip, backend, balanced, abstain)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    on_cpu = torch.device(device).type == "cpu"
+    if backend == "onnx" and not on_cpu:
+        raise ValueError("backend='onnx' runs on the CPU; pass device='cpu' or backend='torch'.")
+    path = resolve_checkpoint(path)
+    name = path.parent.name if path.name == "best.safetensors" else path.stem
+    if path.suffix == ".onnx":
+        if backend == "torch":
+            raise ValueError(f"{path.name} is an ONNX file: it has no torch weights. Load its .safetensors "
+                             f"checkpoint for the torch backend.")
+        if not on_cpu:
+            raise ValueError(f"{path.name} runs on the CPU (ONNX Runtime); pass device='cpu'.")
+        _require_onnxruntime()
+        meta, extra, _ = backends.read_onnx_meta(path)
+        return Recognizer(meta, backends.OnnxBackend(path, quantised="quantization" in meta), extra, name, flip,
+                          balanced=balanced, abstain=abstain)
+    state, meta = load_model(path)
+    encoder = create_encoder(meta["encoder"], meta["img_size"], pretrained=False, **meta["encoder_kwargs"])
+    model = KEFERModel(encoder, len(meta["classes"]), state.get("text"))
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    if backend == "onnx":
+        _require_onnxruntime()
+    if backend == "onnx" or (backend == "auto" and on_cpu and backends.onnx_available()):
+        runner = backends.OnnxBackend(backends.cached_onnx(path, model, meta))
+    else:
+        runner = backends.TorchBackend(model, device)
+    extra = {k: state.get(k) for k in backends.EXTRA_TENSORS}
+    return Recognizer(meta, runner, extra, name, flip, model=model, balanced=balanced, abstain=abstain)

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .data.vocab import neutral_index
-from .losses import TAU, similarity
+from .vocab import neutral_index
+
+TAU_RELATIVE = 0.1   # the temperature of a reference's relative evidence (docs/results/reference-rule.md)
+TAU = 0.01   # the temperature of softmax(cos / tau), as in training (METHOD.md, Eq. 5)
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +31,9 @@ class Prompts:
     class outside them is zero-shot). The operating point (``kefer.operating.OperatingPoint.apply``):
     ``offsets`` [K] float32 added to the logits (None: none), made with balance ``strength``;
     ``abstain_margin``: a face whose top-1 minus top-2 probability is below it is "uncertain"
-    (None: always answer).
+    (None: always answer); ``reference_rule``: how a person's reference changes the scores
+    (``reference.ReferenceRule``; None: the model stores none); ``temperature`` T: the probabilities
+    are tempered, softmax(log p / T), so that they are calibrated (the argmax does not change).
     """
 
     classes: tuple
@@ -39,6 +44,8 @@ class Prompts:
     offsets: np.ndarray | None = None
     strength: float = 0.0
     abstain_margin: float | None = None
+    reference_rule: object | None = None
+    temperature: float = 1.0
 
     @property
     def template(self) -> str:
@@ -58,6 +65,11 @@ class Prompts:
         return tuple(c for c in self.classes if self.trained and c not in self.trained)
 
 
+def similarity(f: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: cosine similarities [B, K] of f [B, d] to text [K, d]."""
+    return F.normalize(f, dim=-1) @ F.normalize(text, dim=-1).T
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """L2-normalise along the last axis (zero vectors stay zero)."""
     x = np.asarray(x, dtype=np.float32)
@@ -69,9 +81,14 @@ def logits(f: torch.Tensor, anchors: torch.Tensor, head=None) -> torch.Tensor:
     return head(f) if head is not None else similarity(f, anchors) / TAU
 
 
-def score(features: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+def score(features: np.ndarray, prompts: Prompts, reference=None) -> tuple[np.ndarray, np.ndarray]:
     """Representations [N, d] -> (cosines [N, K], probabilities [N, K] = softmax(logits + offsets)),
-    both float32."""
+    both float32. With a person's ``reference`` (``reference.Reference``) the probabilities also
+    weigh the face's direction from that person's neutral face (``combine``, by the model's stored
+    ``prompts.reference_rule``); the cosines stay the absolute ones.
+
+    Raises ValueError for a reference where the model stores no rule or the classes lack neutral.
+    """
     f = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).reshape(-1, prompts.anchors.shape[1])
     anchors = torch.from_numpy(prompts.anchors)
     head = None
@@ -84,7 +101,44 @@ def score(features: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarra
         if prompts.offsets is not None:
             z = z + torch.from_numpy(np.asarray(prompts.offsets, np.float32))
         probs = z.softmax(-1)
-    return cos.numpy(), probs.numpy()
+    cos, probs = cos.numpy(), probs.numpy()
+    if reference is not None:
+        neutral = prompts.neutral_index
+        if prompts.reference_rule is None or neutral is None:
+            raise ValueError("This model stores no reference rule (or its classes have no neutral): choose one on CK+ "
+                             "with `kefer lab reference MODEL --write`, or score without a reference.")
+        probs = combine(probs, relative_evidence(features, reference, prompts.anchors, neutral), neutral,
+                        prompts.reference_rule)
+    return cos, temper(probs, prompts.temperature)
+
+
+def relative_evidence(embeddings: np.ndarray, reference, anchors: np.ndarray, neutral: int) -> np.ndarray:
+    """embeddings [N, d], anchors [K, d] -> [N, K]: for k != neutral, r_k = (f - f_n) . (t_k - t_neutral)
+    / |t_k - t_neutral|, how far the face moved from the person's neutral along expression k's text
+    direction (0 for a face at its neutral); s = cos(f, f_n) in the neutral column."""
+    f = l2_normalise(embeddings)
+    rel = (f - reference.embedding) @ l2_normalise(anchors - anchors[neutral]).T
+    rel[:, neutral] = f @ reference.embedding
+    return rel
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities [N, K] -> softmax(log p / T) [N, K]; T = 1 returns them unchanged."""
+    if temperature == 1.0:
+        return probs
+    z = np.log(np.maximum(np.asarray(probs, np.float64), 1e-300)) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def combine(probs: np.ndarray, relative: np.ndarray, neutral: int, rule) -> np.ndarray:
+    """Absolute probabilities [N, K] and relative evidence [N, K] -> probabilities [N, K]:
+    softmax(log p + alpha r / tau) over the expressions, log p + beta (s - cutoff) / tau for neutral."""
+    boost = rule.alpha * np.asarray(relative, np.float32) / TAU_RELATIVE
+    boost[:, neutral] = rule.beta * (relative[:, neutral] - rule.cutoff) / TAU_RELATIVE
+    z = np.log(np.maximum(probs, 1e-30)) + boost
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 CLOSE = 0.9   # a zero-shot anchor at least this close to a trained one: the two are barely told apart

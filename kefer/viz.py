@@ -116,7 +116,7 @@ def plot_timeline(tracks: dict, classes: list[str], path: str | Path, max_tracks
 
 
 def plot_operating(result: dict, path: str | Path, title: str = "") -> None:
-    """A ``kefer.operating.choose`` result: validation accuracy and mean per-class accuracy against
+    """A ``kefer.lab.operating.choose`` result: validation accuracy and mean per-class accuracy against
     the balance strength a (the chosen one marked), and precision and coverage against the abstain
     margin t (the chosen one marked)."""
     sweep, op = result["sweep"], result["operating"]
@@ -163,7 +163,7 @@ def plot_study(study: dict, classes: list[str], title: str, path) -> None:
 
 
 def plot_sweep(rows: list[dict], title: str, path) -> None:
-    """Horizontal bars, one per template (``kefer.templates.sweep`` rows), the best single template's
+    """Horizontal bars, one per template (``kefer.lab.templates.sweep`` rows), the best single template's
     accuracy dashed; adjective rows in lighter colours; a black tick at the raw accuracy (the
     template's embeddings as they stand) where it differs from the bar's wording method."""
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
@@ -199,7 +199,7 @@ def plot_sweep(rows: list[dict], title: str, path) -> None:
 
 def plot_wordings(accuracies: dict, title: str, path) -> None:
     """Per model and wording method (``{model: {method: [accuracy of each template]}}``,
-    ``kefer.templates.single_accuracies``): the mean accuracy (bars) and the worst (black tick)."""
+    ``kefer.lab.templates.single_accuracies``): the mean accuracy (bars) and the worst (black tick)."""
     models = list(accuracies)
     methods = list(next(iter(accuracies.values())))
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(models) * len(methods) + 1.4))
@@ -215,6 +215,47 @@ def plot_wordings(accuracies: dict, title: str, path) -> None:
     ax.set_xlabel("accuracy (%) of each template alone: mean over the templates (bar), worst (tick)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(bins_before: dict, bins_after: dict, path, title: str = "") -> None:
+    """Reliability diagrams: per panel ({name: bins}, ``kefer.lab.temperature.ece``'s per-bin
+    "lower", "upper", "confidence", "accuracy", "count"), the accuracy of the faces in each confidence
+    bin (bars) against the diagonal (perfect calibration), the gap to the bin's mean confidence in
+    red; before (top row) and after (bottom row), with each panel's ECE."""
+    names = list(bins_before)
+    fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 7.2), squeeze=False)
+    for row, (when, bins_of) in enumerate((("before", bins_before), ("after", bins_after))):
+        for ax, name in zip(axes[row], names):
+            b = bins_of[name]
+            lower, upper = np.array(b["lower"], float), np.array(b["upper"], float)
+            count = np.array(b["count"], float)
+            acc = np.array([np.nan if a is None else a for a in b["accuracy"]], float)
+            conf = np.array([np.nan if c is None else c for c in b["confidence"]], float)
+            full = count > 0
+            ece = float(np.nansum(count * np.abs(acc - conf)) / max(count.sum(), 1))
+            width = upper - lower
+            ax.bar(lower[full], acc[full], width[full], align="edge", color="#4c72b0", edgecolor="black",
+                   linewidth=0.5, label="accuracy")
+            ax.bar(lower[full], (conf - acc)[full], width[full], bottom=acc[full], align="edge", color="#dd8452",
+                   alpha=0.45, edgecolor="#c44e52", linewidth=0.5, hatch="//", label="gap to confidence")
+            ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+            share = count / max(count.sum(), 1)
+            ax.step(np.append(lower, 1.0), np.append(share, share[-1]), where="post", color="#2ca02c", lw=1.2,
+                    label="share of faces")
+            ax.text(0.03, 0.93, f"ECE {ece:.3f}\nn = {int(count.sum())}", transform=ax.transAxes, va="top",
+                    fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_aspect("equal")
+            ax.set_title(f"{name}, {when}", fontsize=9)
+            ax.set_xlabel("top-1 confidence")
+            if ax is axes[row, 0]:
+                ax.set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7, loc="center left")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -16,8 +16,8 @@ case "${1:?pack, aside or back}" in
     python - <<'EOF'
 import tarfile
 from pathlib import Path
-from kefer.data import default_root
-from kefer.data.ferplus import SPLIT_DIRS, read_split
+from kefer.train.data import default_root
+from kefer.train.data.ferplus import SPLIT_DIRS, read_split
 
 fer, ck = default_root("ferplus"), default_root("ckplus")
 with tarfile.open(".dev/a/data.tar.gz", "w:gz") as tar:

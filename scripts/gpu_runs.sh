@@ -9,7 +9,7 @@
 #   bash scripts/gpu_runs.sh bench                    # training/inference images/s per encoder and size
 #   bash scripts/gpu_runs.sh ablations [runner flags] # table2, contrast, text, templates: 3 seeds each
 #   bash scripts/gpu_runs.sh models [runner flags]    # encoder initialisations, FaceNet baseline vs full, the shipped models
-# Runner flags go to `python -m kefer.experiments run`, e.g. --root DIR, --deadline MIN, -- --time-budget 6
+# Runner flags go to `python -m kefer lab experiments run`, e.g. --root DIR, --deadline MIN, -- --time-budget 6
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?setup, accurate, bench, ablations or models}
@@ -28,7 +28,7 @@ case "$what" in
   accurate)
     python train.py --preset paper-r18 --img-size 112 --text-encoder minilm --encoder facenet-casia --epochs 20 \
       --seed 0 --device cuda --workers "$(nproc)" --output runs/accurate --no-plots "$@"
-    python -m kefer.evaluate --checkpoint runs/accurate --dataset ckplus \
+    python -m kefer evaluate --checkpoint runs/accurate --dataset ckplus \
       --classes neutral,happiness,surprise,sadness,anger,disgust,fear --device cuda --output runs/accurate/ckplus.json ;;
   bench)
     for args in "--preset cpu" "--preset paper-r18" "--preset paper-swin" \
@@ -36,8 +36,8 @@ case "$what" in
       python benchmarks/bench_train.py $args --steps 15 --device cuda || echo "bench failed: $args"
     done ;;
   ablations)
-    python -m kefer.experiments run table2 contrast text templates --seeds 0 1 2 --parallel 3 --workers 2 --device cuda "$@" ;;
+    python -m kefer lab experiments run table2 contrast text templates --seeds 0 1 2 --parallel 3 --workers 2 --device cuda "$@" ;;
   models)
-    python -m kefer.experiments run encoders table2-facenet models --seeds 0 1 2 --parallel 4 --workers 2 --device cuda "$@" ;;
+    python -m kefer lab experiments run encoders table2-facenet models --seeds 0 1 2 --parallel 4 --workers 2 --device cuda "$@" ;;
   *) echo "unknown: $what" >&2; exit 2 ;;
 esac

@@ -97,7 +97,7 @@ def test_prompts_passed_per_call_leave_the_recogniser_alone(rec, ckplus_root):
     mine = rec.encode_prompts(classes=["neutral", "happiness", "confusion"])
     (face,) = rec.analyze(photo, prompts=mine)
     assert face.classes == ("neutral", "happiness", "confusion") and face.probabilities.shape == (3,)
-    assert rec.classes == list(rec.own_prompts.classes) and len(rec.classes) == 8
+    assert rec.classes == list(rec.trained_prompts.classes) and len(rec.classes) == 8
 
 
 def test_video_tracks_keep_their_ids_and_label_a_happy_face(rec, ckplus_root, tmp_path):

@@ -2,6 +2,7 @@
 the page's wiring and its HTTP API."""
 import html
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -24,6 +25,8 @@ from kefer.app.handlers import Handlers
 from kefer.app.map import EMPTY, TITLE, embedding_map
 from kefer.app.render import TILE
 from kefer.calibration import NeutralCalibration
+from kefer.reference import Reference
+from kefer.lab.wordings import encode_prompts as lab_encode
 from kefer.scoring import anchor_report, l2_normalise
 from test_faces import GREY, ferplus_faces, paste, real_faces
 
@@ -34,9 +37,10 @@ def write_untrained_checkpoint(path: Path) -> None:
     """A checkpoint exactly as train.py writes it (preset 'cpu': ResNet-18 at 64 px, MiniLM text),
     with the encoder left at its random initialisation: the app's tests need a model, not a good one."""
     from kefer.checkpoint import save_model
-    from kefer.config import preset
+    from kefer.train.config import preset
     from kefer.train.fit import checkpoint_meta
-    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.models.network import KEFERModel
+    from kefer.models.factory import create_encoder
     from kefer.text import encode_classes, create_text_encoder
 
     cfg = preset("cpu")
@@ -44,7 +48,7 @@ def write_untrained_checkpoint(path: Path) -> None:
     text_encoder = create_text_encoder(cfg.text_encoder)
     text, prompts = encode_classes(text_encoder, classes, cfg.templates)
     torch.manual_seed(0)
-    model = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size), len(classes), text)
+    model = KEFERModel(create_encoder(cfg.encoder, cfg.img_size), len(classes), text)
     save_model(path, model.state_dict(), checkpoint_meta(cfg, model, classes, text_encoder.id, prompts))
 
 
@@ -63,6 +67,24 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def app(checkpoint):
     return App(kefer.load(checkpoint))
+
+
+def app_with_reference_rule(checkpoint, folder, rule) -> App:
+    """The app on a copy of the checkpoint that stores ``rule`` as its reference rule (None: none)."""
+    from kefer.backend import update_file_meta
+    from kefer.checkpoint import read_meta
+
+    path = folder / "model.safetensors"
+    shutil.copyfile(checkpoint, path)
+    operating = {k: v for k, v in (read_meta(path).get("operating") or {}).items() if k != "reference"}
+    update_file_meta(path, {"operating": {**operating, **({"reference": rule} if rule else {})}})
+    return App(kefer.load(path))
+
+
+@pytest.fixture(scope="module")
+def app_with_rule(checkpoint, tmp_path_factory):
+    return app_with_reference_rule(checkpoint, tmp_path_factory.mktemp("rule"),
+                                   {"alpha": 8.0, "beta": 16.0, "cutoff": 0.85})
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +110,16 @@ def test_frame_with_a_face_gets_a_label_and_bars_for_every_class(app, frames):
     assert len(session.history) == 1
 
 
-def test_the_box_label_and_the_bars_come_from_the_same_face_result(app, frames):
-    """Issue 17.9: the label drawn on the box is the bars' headline, plain and relative alike."""
-    session = Session(app)
-    for relative in (False, True):
-        view = session.process_frame(frames["two"], relative=relative)
+def test_the_box_label_and_the_bars_come_from_the_same_face_result(app_with_rule, frames):
+    """Issue 17.9: the label drawn on the box is the bars' headline, plain and with a reference alike."""
+    session = Session(app_with_rule)
+    for recorded in (False, True):
+        view = session.process_frame(frames["two"])
         face = session.frame_faces[0]
         headline = re.search(r"<span class='kefer-label'>([^<]*)</span>", view.bars).group(1)
-        assert headline == view.labels[0]
-        if not relative:
-            assert headline == face.label_text   # "happiness 0.87", or "uncertain (anger 0.49)"
-        session.neutral.mean, session.neutral.threshold = face.embedding, 0.5   # a calibration from this face
+        assert headline == view.labels[0] == face.label_text   # "happiness 0.87", or "uncertain (anger 0.49)"
+        assert face.reference == ("recorded" if recorded else "none")
+        session.neutral.reference = Reference.from_embeddings(face.embedding[None])   # a recording of this face
 
 
 def test_frames_with_no_face_or_odd_formats_give_messages(app, frames):
@@ -129,7 +150,7 @@ def test_smoothing_averages_representations_over_frames(app, frames, ckplus_root
         raw.process_frame(frame, smoothing=False)
         crops.append(raw.frame_faces[0].crop)
         smooth.process_frame(frame, smoothing=True)
-    expected = l2_normalise(app.rec.features(crops).mean(axis=0))
+    expected = l2_normalise(app.rec.embed(crops, normalise=False).mean(axis=0))
     np.testing.assert_allclose(smooth.history[1], expected, atol=1e-5)
 
 
@@ -156,7 +177,7 @@ def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
     session, other = Session(app), Session(app)
     before = session.prompts
     assert session.set_prompts("A photo of a face.", "happy").startswith("Error")
-    assert session.set_prompts(app.rec.template, " \n , ").startswith("Error")
+    assert session.set_prompts(app.rec.templates[0], " \n , ").startswith("Error")
     assert session.prompts is before
 
     message = session.set_prompts("A person is feeling [CLS].", "neutral\nhappiness\nconfused")
@@ -168,7 +189,7 @@ def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
     assert tuple(app.rec.classes) == before.classes  # the shared recogniser keeps its own prompts
 
     assert "1 wording(s) the model was not trained on" in session.set_prompts("A face showing [CLS].", "neutral")
-    assert "not trained on" not in session.set_prompts(app.rec.template, "neutral")
+    assert "not trained on" not in session.set_prompts(app.rec.templates[0], "neutral")
     session.reset_prompts()
     assert session.prompts is app.default_prompts
 
@@ -188,7 +209,7 @@ def test_several_template_lines_are_averaged(app):
 
 
 def test_reencoding_the_checkpoint_prompts_reproduces_its_anchors(app):
-    again = app.encode(app.rec.template, app.rec.classes)
+    again = app.encode(app.rec.templates[0], app.rec.classes)
     np.testing.assert_allclose(again.anchors, app.default_prompts.anchors, atol=1e-5)
 
 
@@ -203,23 +224,23 @@ def test_the_anchor_report_tells_trained_from_zero_shot_classes_with_the_real_te
     assert not rows["confusion"].trained and rows["confusion"].own is None
     assert rows["confusion"].nearest in own.classes and 0 < rows["confusion"].nearest_cos < 1
     assert rows["joy"].nearest == "happiness" and "joy ≈ happiness" in rows["joy"].warning
-    raw = app.encode("[CLS]", list(own.classes), wording="raw")
+    raw = app.encode("[CLS]", list(own.classes), raw=True)
     assert any("accuracy may drop" in w for w in anchor_report(raw, own).warnings)
-    transferred = app.encode("[CLS]", list(own.classes), wording="transfer")   # moved close to the trained
+    transferred = lab_encode(app.rec, "[CLS]", list(own.classes), "transfer")   # moved close to the trained
     report = anchor_report(transferred, own)
     assert report.warnings == () and all(r.own > 0.9 for r in report.rows)
     session = Session(app)                                   # the app judges the wording as it stands
     assert "not trained on" in session.set_prompts("[CLS]", "\n".join(own.classes))
     assert any("as the new wording stands" in w for w in session.report.warnings)
     scored = anchor_report(app.encode("[CLS]", list(own.classes)), own)      # and shows the anchors it scores with
-    assert [r.own for r in session.report.rows] == [r.own for r in scored.rows]
+    assert [r.own for r in session.report.rows] == pytest.approx([r.own for r in scored.rows], abs=1e-6)
 
 
 def test_apply_shows_the_anchor_report_and_the_bars_tag_zero_shot_classes(app, frames, tmp_path):
     Image.fromarray(frames["one"]).save(tmp_path / "one.png")
     handlers, session = Handlers(app), Session(app)
     handlers.analyse_photos([tmp_path / "one.png"], session)
-    template, classes = app.rec.template, "\n".join([*app.rec.classes, "confusion"])
+    template, classes = app.rec.templates[0], "\n".join([*app.rec.classes, "confusion"])
     message, report, gallery, bars, *_ = handlers.reprompt(template, classes, session)
     assert message.startswith("Applied") and "data-class='confusion' data-trained='0'" in report
     assert "data-class='happiness' data-trained='1'" in report and "zero-shot" in report
@@ -236,12 +257,12 @@ def zero_shot_tagged(bars: str) -> list[str]:
 def test_the_text_encoder_loads_in_the_background_when_the_app_starts(checkpoint):
     """Issue 17.4: the first Apply does not wait seconds for the text encoder."""
     rec = kefer.load(checkpoint)
-    assert rec._text_encoder is None
+    assert rec._shared["text_encoder"] is None
     demo = build_demo(rec)
     loader = demo.kefer_app.text_loader
     assert loader is not None and loader.name == "kefer-text"
     loader.join(timeout=120)
-    assert rec._text_encoder is not None and demo.kefer_app.text_status == "Text encoder ready."
+    assert rec._shared["text_encoder"] is not None and demo.kefer_app.text_status == "Text encoder ready."
     start = time.perf_counter()
     Session(demo.kefer_app).set_prompts("A person is feeling [CLS].", "neutral\nconfused")
     assert time.perf_counter() - start < 3.0
@@ -368,33 +389,32 @@ def test_photos_use_the_photo_model(ckplus_root):
 
 def test_models_with_other_classes_are_refused(checkpoint):
     other = kefer.load(checkpoint)
-    other.set_prompts(classes=["neutral", "happiness"])
+    other = other.with_prompts(other.encode_prompts(classes=["neutral", "happiness"]))
     with pytest.raises(ValueError, match="same classes"):
         App(kefer.load(checkpoint), photo_recognizer=other)
 
 
 # ---- neutral calibration ------------------------------------------------------------------------
-def test_neutral_calibration_records_a_mean_and_scores_directions(app):
+def test_neutral_calibration_records_a_reference(app):
     anchors, neutral = app.default_prompts.anchors, app.default_prompts.neutral_index
     calib = NeutralCalibration()
     rng = np.random.default_rng(0)
     f_n = anchors[neutral] + 0.3 * rng.standard_normal(anchors.shape[1]).astype(np.float32)
     calib.start()
+    recorded = []
     for i in range(10):
         f = f_n + 0.02 * rng.standard_normal(f_n.shape).astype(np.float32)
-        calib.add(f / np.linalg.norm(f), now=100 + 0.29 * i)
-    assert calib.recording and calib.mean is None
+        recorded.append(f / np.linalg.norm(f))
+        calib.add(recorded[-1], now=100 + 0.29 * i)
+    assert calib.recording and calib.reference is None
     calib.add(None, now=103.1)
     assert not calib.recording
-    assert calib.message == f"Neutral face recorded from 10 frames (θ = {calib.threshold:.3f})."
-
-    happy = [k for k in range(len(anchors)) if k != neutral][0]
-    towards = calib.mean + 0.5 * (anchors[happy] - anchors[neutral])
-    faces = np.stack([calib.mean, towards / np.linalg.norm(towards)])
-    rel = calib.relative(faces, anchors, neutral)
-    assert rel[0, neutral] == pytest.approx(1.0, abs=1e-5)
-    assert rel[1].argmax() == happy and rel[1, happy] > 0.99  # Δf lies along Δt of 'happy'
-    assert calib.labels(rel, neutral).tolist() == [neutral, happy]
+    ref = calib.reference
+    assert ref.count == 10 and ref.source == "recorded" and 0.99 < ref.spread <= 1 + 1e-6
+    mean = np.mean(recorded, axis=0)
+    np.testing.assert_allclose(ref.embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    assert calib.message == (f"Neutral face recorded from 10 frames (spread {ref.spread:.3f}): faces are now read "
+                             f"relative to it.")
 
 
 def test_neutral_calibration_says_what_happens(app):
@@ -409,14 +429,15 @@ def test_neutral_calibration_says_what_happens(app):
     assert calib.message.startswith("Recording your neutral face: 1/5 frames with a face, 2.0 s left")
     calib.add(None, now=53.1)
     assert calib.message.startswith("Calibration failed: a face was found in only 1 of 3 frames")
-    assert calib.mean is None
+    assert calib.reference is None
 
 
-def test_the_calibration_status_follows_the_stream_not_the_bars(app, frames, monkeypatch):
+def test_the_calibration_status_follows_the_stream_not_the_bars(app_with_rule, frames, monkeypatch):
     """Issue 17.2 end to end: the button says it waits; each frame's status goes to the status line
-    (only when it changed), never into the bars."""
+    (only when it changed), never into the bars; then the bars use the recording by default."""
     clock = iter(np.arange(0.0, 100.0, 0.5))  # every frame is half a second later
     monkeypatch.setattr(kefer.app.session, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    app = app_with_rule
     handlers, session = Handlers(app), Session(app)
     assert handlers.on_record(session).startswith("Waiting for webcam frames")
     statuses = []
@@ -426,16 +447,28 @@ def test_the_calibration_status_follows_the_stream_not_the_bars(app, frames, mon
         statuses.append(status)
     shown = [s for s in statuses if isinstance(s, str)]
     assert shown[0].startswith("Recording your neutral face: 1/5 frames")
-    assert shown[-1].startswith("Neutral face recorded from 7 frames (θ = ")
+    assert shown[-1].startswith("Neutral face recorded from 7 frames (spread ")
     assert not isinstance(statuses[-1], str)  # unchanged: not sent again
     bars = handlers.on_frame(frames["one"], session, True, True)[1]
-    assert "Relative to your neutral" in bars and ">relative<" in bars
+    assert "Reference: your recorded neutral face (7 frames)" in bars
+    face = session.frame_faces[0]
+    assert face.reference == "recorded"
+    np.testing.assert_allclose(face.probabilities, app.rec.score(face.embedding[None], session.stream_prompts,
+                                                                 session.neutral.reference)[1][0], atol=1e-5)
     assert "<b>Face 1 of 1 (largest)</b>: <span class='kefer-label'>neutral" in bars  # the recorded face
+    bars = handlers.on_frame(frames["one"], session, True, False)[1]          # switched back: plain scores
+    assert "Reference: off" in bars and session.frame_faces[0].reference == "none"
 
 
-def test_relative_mode_without_a_calibration_says_why(app, frames):
-    session = Session(app)
-    assert "Record your neutral face" in session.process_frame(frames["one"], relative=True).bars
+def test_without_a_recording_or_a_rule_the_bars_say_why_scores_are_plain(checkpoint, app_with_rule, frames,
+                                                                         tmp_path):
+    session = Session(app_with_rule)
+    assert "Reference: estimated from each face" in session.process_frame(frames["one"]).bars
+    no_rule = app_with_reference_rule(checkpoint, tmp_path, None)
+    plain = Session(no_rule)
+    plain.neutral.reference = Reference.from_embeddings(np.ones((1, no_rule.rec.prompts.anchors.shape[1]), np.float32))
+    bars = plain.process_frame(frames["one"]).bars
+    assert "stores no rule" in bars and plain.frame_faces[0].reference == "none"
 
 
 # ---- the map ------------------------------------------------------------------------------------
@@ -510,7 +543,8 @@ def test_the_operating_checkboxes_change_a_tabs_labels_not_the_shared_model(fram
     tab names the class there, on the box, above the bars and in the tiles, and nowhere else."""
     from conftest import with_operating
 
-    app = App(kefer.load(with_operating(tmp_path / "op", strength=0.5, margin=1.0), backend="torch"))
+    path = with_operating(tmp_path / "op", strength=0.5, margin=1.0)
+    app = App(kefer.load(path, backend="torch"))
     Image.fromarray(frames["two"]).save(tmp_path / "two.jpg")
     h = Handlers(app)
     mine, other = Session(app), Session(app)
@@ -531,7 +565,7 @@ def test_the_operating_checkboxes_change_a_tabs_labels_not_the_shared_model(fram
     assert other.album.rows()[0]["label"] == "uncertain" and app.rec.prompts.abstain_margin == 1.0
     h.on_operating(False, False, mine)
     raw = mine.album.photos[0].faces[0].probabilities
-    plain = kefer.load("fast", backend="torch", balanced=False, abstain=False)
+    plain = kefer.load(path, backend="torch", balanced=False, abstain=False)
     np.testing.assert_allclose(raw, plain.score(mine.album.photos[0].faces[0].embedding[None])[1][0], atol=1e-5)
     assert "Operating point: raw scores" in mine.process_frame(frames["one"]).bars
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kefer.data import build_dataset, read_folder
-from kefer.data.ferplus import majority_label, read_split, vote_distribution
-from kefer.data.vocab import adjective, adjectives, canonical
+from kefer.train.data import build_dataset, read_folder
+from kefer.train.data.ferplus import majority_label, read_split, vote_distribution
+from kefer.vocab import adjective, adjectives, canonical
 
 
 def test_majority_label_rules():
@@ -114,7 +114,8 @@ def test_option_strings_parse_numbers_and_text_and_refuse_other_items():
 def test_augmentation_options_keep_the_output_shape_and_change_the_pipeline():
     import torch
     from torchvision.transforms import v2 as T
-    from kefer.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transform
+    from kefer.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from kefer.train.augment import train_transform
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
     recipe = T.Compose([   # the paper's augmentation, as kefer has always trained with it
         T.ToImage(), T.Resize((64, 64), antialias=True), T.RandomHorizontalFlip(), T.RandomRotation(10.0),
@@ -140,7 +141,7 @@ def test_augmentation_options_keep_the_output_shape_and_change_the_pipeline():
 
 def test_augmentation_flags_reach_the_config():
     import argparse
-    from kefer.config import Config, add_flags, flag_overrides
+    from kefer.train.config import Config, add_flags, flag_overrides
     parser = argparse.ArgumentParser()
     add_flags(parser)
     args = parser.parse_args(["--crop-area", "0.6", "--auto-augment", "trivial", "--blur", "0.5", "--erasing", "0"])

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from kefer.data import DATASETS, build_dataset, parse_name
-from kefer.data import affectnet, ckplus, prepare
-from kefer.data.ferplus import read_split
+from kefer.train.data import DATASETS, build_dataset, parse_name
+from kefer.cli.prepare import main as prepare_main
+from kefer.train.data import affectnet, ckplus, prepare
+from kefer.train.data.ferplus import read_split
 from kefer.train.loop import make_loader
 
 RAF_NAMES = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
@@ -265,7 +266,7 @@ def test_prepare_ferplus_writes_the_official_layout(tmp_path):
     rows = [f"{u},{n},{v}" for u, n, v in zip(usages, names, votes)]
     (tmp_path / "fer2013new.csv").write_text("\n".join([FERPLUS_HEADER, *rows]) + "\n")
     out = tmp_path / "ferplus"
-    assert prepare.main(["ferplus", "--fer2013-csv", str(tmp_path / "fer2013.csv"),
+    assert prepare_main(["ferplus", "--fer2013-csv", str(tmp_path / "fer2013.csv"),
                          "--ferplus-csv", str(tmp_path / "fer2013new.csv"), "--out", str(out)]) == 0
 
     assert (out / "FER2013Train" / "label.csv").read_text() == (
@@ -289,7 +290,7 @@ def test_prepare_ferplus_checks_the_inputs(tmp_path):
     (tmp_path / "fer2013new.csv").write_text("Usage,Image name,happy\nTraining,fer0000000.png,1\n")
     with pytest.raises(ValueError, match="Usage,Image name,neutral"):
         prepare.prepare_ferplus(tmp_path / "fer2013.csv", tmp_path / "fer2013new.csv", tmp_path / "out")
-    assert prepare.main(["ferplus", "--fer2013-csv", str(tmp_path / "missing.csv"),
+    assert prepare_main(["ferplus", "--fer2013-csv", str(tmp_path / "missing.csv"),
                          "--ferplus-csv", str(tmp_path / "fer2013new.csv"), "--out", str(tmp_path)]) == 2
 
 
@@ -352,7 +353,7 @@ def test_prepare_rafdb_aligns_faces_with_mtcnn(ckplus_root, tmp_path):
         prepare.prepare_rafdb(root, root)
 
     out = tmp_path / "aligned" / "basic"
-    assert prepare.main(["rafdb", "--root", str(root), "--out", str(out), "--size", "64"]) == 0
+    assert prepare_main(["rafdb", "--root", str(root), "--out", str(out), "--size", "64"]) == 0
     report = json.loads((out / "mtcnn.json").read_text())
     assert report["images"] == 2 and report["no_face_centre_crop"] == ["test_00001.jpg"]
     crop = np.asarray(Image.open(out / "Image" / "original" / "train_00001.jpg"))
@@ -366,7 +367,7 @@ def test_prepare_ckplus_aligns_the_protocol_frames(ckplus_root, ck_root, tmp_pat
     for frame in (ck_root / ckplus.FRAMES).glob("*/*/*.png"):
         photo.save(frame)
     out = tmp_path / "CK+aligned"
-    assert prepare.main(["ckplus", "--root", str(ck_root), "--out", str(out), "--size", "48"]) == 0
+    assert prepare_main(["ckplus", "--root", str(ck_root), "--out", str(out), "--size", "48"]) == 0
     assert json.loads((out / "mtcnn.json").read_text())["no_face_centre_crop"] == []
     assert len(list(out.glob(f"{ckplus.FRAMES}/*/*/*.png"))) == 22      # first and last of 11 sequences
     before = build_dataset("ckplus-original", ck_root, "test")

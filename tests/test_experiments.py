@@ -1,7 +1,7 @@
 """The experiments report: tables from raw run records."""
-import pytest
 
-from kefer.experiments import EXPERIMENTS, between_markers, per_class_table
+from kefer.lab.experiments import EXPERIMENTS
+from kefer.lab.report import between_markers, per_class_table
 
 
 def record(row: str, seed: int, anger: float) -> dict:

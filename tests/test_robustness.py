@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kefer.robustness import UPSCALE, as_frame
+from kefer.lab.robustness import UPSCALE, as_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def test_framing_study_on_real_ckplus_faces(ckplus_root, tmp_path):
         (tmp_path / "test" / name).mkdir(parents=True)
         for path in sorted((ckplus_root / name).iterdir())[:4]:
             shutil.copy(path, tmp_path / "test" / name / path.name)
-    r = subprocess.run([sys.executable, "-m", "kefer.robustness", "fast", "--dataset", "folder", "--data-root",
+    r = subprocess.run([sys.executable, "-m", "kefer", "lab", "robustness", "fast", "--dataset", "folder", "--data-root",
                         str(tmp_path), "--crop-scales", "1.0", "1.4", "--output", str(tmp_path / "s.json"),
                         "--plot", str(tmp_path / "s.png")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,5 +1,6 @@
 """kefer.scoring.anchor_report on hand-made anchors: what it says about edited prompts."""
 import numpy as np
+import pytest
 
 from kefer.scoring import CLOSE, MOVED, Prompts, anchor_report, l2_normalise
 
@@ -13,8 +14,8 @@ def prompts(classes, anchors, template="A photo of a [CLS] face.") -> Prompts:
 def test_unchanged_prompts_sit_on_their_trained_anchors_and_warn_of_nothing():
     trained = prompts(TRAINED, np.eye(3))
     report = anchor_report(trained, trained)
-    assert [r.own for r in report.rows] == [1.0, 1.0, 1.0] and all(r.trained for r in report.rows)
-    assert all(r.nearest != r.name and r.nearest_cos == 0.0 for r in report.rows)
+    assert [r.own for r in report.rows] == pytest.approx([1.0, 1.0, 1.0], abs=1e-6) and all(r.trained for r in report.rows)
+    assert all(r.nearest != r.name and r.nearest_cos == pytest.approx(0.0, abs=1e-6) for r in report.rows)
     assert report.warnings == () and trained.zero_shot == ()
 
 
@@ -40,7 +41,7 @@ def test_a_template_that_moves_the_trained_anchors_far_is_a_warning():
     # an adapted wording: judged by its raw anchors, reported with the ones it is scored with
     report = anchor_report(slightly, trained, raw=moved)
     assert len(report.warnings) == 1 and "as the new wording stands" in report.warnings[0]
-    assert [r.own for r in report.rows] == [r.own for r in anchor_report(slightly, trained).rows]
+    assert [r.own for r in report.rows] == [r.own for r in anchor_report(slightly, trained).rows]   # one path, twice: exact
     assert anchor_report(moved, trained, raw=slightly).warnings == ()
     many = Prompts(TRAINED, ("A photo of a [CLS] face.", "[CLS]."), trained.anchors, trained=TRAINED)
     assert "trained on 2 wordings such as “A photo of a [CLS] face.”" in anchor_report(moved, many).warnings[0]
@@ -68,7 +69,7 @@ def test_scores_add_the_prompts_offsets_and_a_constant_offset_changes_nothing():
 
 def test_per_class_auc_ranks_a_class_without_winning_the_argmax():
     """Class 1's score never wins, yet ranks its own faces first: AUC 1 with recall 0."""
-    from kefer.metrics import classification_metrics, per_class_auc
+    from kefer.train.metrics import classification_metrics, per_class_auc
 
     y = np.array([0, 0, 1, 1, 2])
     scores = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.9, 0.6, 0.0], [0.7, 0.5, 0.1], [0.1, 0.0, 0.9]])

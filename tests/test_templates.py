@@ -5,17 +5,19 @@ import shutil
 import pytest
 
 import kefer
-from kefer.templates import choose_wording, main, single_accuracies, sweep, wording_scores
+from kefer.lab.templates import choose_wording, main, single_accuracies, sweep, wording_scores
+from kefer.lab.wordings import encode_prompts
 from kefer.viz import plot_sweep, plot_wordings
-from kefer.text import DEFAULT_TEMPLATE, HELD_OUT_TEMPLATES, PAPER_TEMPLATES
-from kefer.data.vocab import adjective
+from kefer.text import DEFAULT_TEMPLATE, PAPER_TEMPLATES
+from kefer.train.template_sets import HELD_OUT_TEMPLATES
+from kefer.vocab import adjective
 from kefer.train.evaluate import evaluate, split_features
 
 
 @pytest.fixture(scope="module")
 def small_val(ferplus_root, tmp_path_factory):
     """A folder dataset: 6 real FER+ validation faces of each of 3 classes."""
-    from kefer.data import ferplus
+    from kefer.train.data import ferplus
 
     root = tmp_path_factory.mktemp("val")
     samples = ferplus.read_split(ferplus_root, "val")
@@ -38,10 +40,9 @@ def test_each_template_alone_matches_a_reprompted_evaluation(small_val, tmp_path
         row = next(r for r in rows if r["template"] == template)
         assert row["wording"] == "project" and row["accuracy"] == row["by_wording"]["project"]["accuracy"]
         for wording in ("project", "raw", "transfer"):
-            rec.prompts = rec.encode_prompts(template, wording=wording)
-            expected = evaluate(rec, "folder", small_val, split="val", logit_adjust=0)["val_accuracy"]
+            other = rec.with_prompts(encode_prompts(rec, template, wording=wording))
+            expected = evaluate(other, "folder", small_val, split="val", logit_adjust=0)["val_accuracy"]
             assert row["by_wording"][wording]["accuracy"] == pytest.approx(expected)
-    rec.reset_prompts()
     data, feats, labels, idx = split_features(rec, "folder", small_val, "val")
     adjectives = rec.encode_prompts(DEFAULT_TEMPLATE, [adjective(c) for c in rec.classes])
     assert adjectives.classes[:3] == ("neutral", "happy", "surprised")

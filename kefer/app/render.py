@@ -15,12 +15,6 @@ GREY = (160, 160, 160)
 ZERO_SHOT_TAG = " <i class='kefer-zero-shot' style='opacity:0.7'>zero-shot</i>"
 
 
-def label_text(classes, index: int, value: float) -> str:
-    """A relative-mode label, on its box and above its bars alike: 'happiness 0.93' (a plain
-    face's is ``FaceResult.label_text``)."""
-    return f"{classes[index]} {value:.2f}"
-
-
 def message_html(message: str, note: str = "") -> str:
     extra = f"<div style='opacity:0.8'>{html.escape(note)}</div>" if note else ""
     return f"<div class='kefer-message'><p>{html.escape(message)}</p>{extra}</div>"

@@ -6,7 +6,7 @@ its prompts and operating point (balance, abstain: each recogniser's stored one,
 webcam stream (``analysis.StreamAnalyzer``: tracking, smoothing, scoring), its neutral
 calibration, recent embeddings for the map and its photos (``photos.PhotoAlbum``). The app
 computes no scores itself: faces come scored from ``kefer.analysis`` (labels, "uncertain"
-included), relative scores from ``kefer.calibration``, the operating point from ``kefer.operating``.
+included), the recorded neutral face from ``kefer.calibration`` (scored by ``kefer.scoring``), the operating point from ``kefer.operating``.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from ..calibration import NeutralCalibration
 from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
 from ..operating import describe
 from ..scoring import Prompts, anchor_report
-from ..text import DEFAULT_WORDING, PLACEHOLDER, WORDINGS, parse_wording
+from ..text import PLACEHOLDER
 from .map import embedding_map
 from .photos import PhotoAlbum
-from .render import GREY, NO_MODEL, anchor_report_html, bars_html, label_text, message_html
+from .render import GREY, NO_MODEL, anchor_report_html, bars_html, message_html
 
 HISTORY = 150          # face embeddings kept per session for the embedding map
 
@@ -50,7 +50,7 @@ class App:
                                            else 112, detect_side=1280, min_face_size=20)
         self.image_analyzer = ImageAnalyzer(self.photo_rec, self.photo_detector) if self.photo_rec else None
         self.detect_every = detect_every
-        self.default_prompts = recognizer.own_prompts if recognizer is not None else None
+        self.default_prompts = recognizer.trained_prompts if recognizer is not None else None
         self.text_loader = None
         self.text_error = None
         self.sessions = {}            # gradio session hash -> Session, to clean up when a tab closes
@@ -71,7 +71,7 @@ class App:
 
     @property
     def editable(self) -> bool:
-        return self.rec is not None and not self.rec.own_prompts.is_classifier
+        return self.rec is not None and not self.rec.trained_prompts.is_classifier
 
     def start_text_encoder(self) -> threading.Thread | None:
         """Load the text encoder in a background thread (seconds), so the first Apply is quick."""
@@ -96,10 +96,12 @@ class App:
             return "Loading the text encoder… (Apply waits for it)"
         return "Text encoder ready."
 
-    def encode(self, template: str | list[str], classes: list, wording: str = DEFAULT_WORDING) -> Prompts:
-        """Prompts from the checkpoint's text encoder (``wording``: see ``Recognizer.encode_prompts``);
-        the shared recogniser is not changed. Raises ValueError for a bad template or class list."""
-        return self.rec.encode_prompts(template=template, classes=classes, wording=wording)
+    def encode(self, template: str | list[str], classes: list, raw: bool = False) -> Prompts:
+        """Prompts from the checkpoint's text encoder (``Recognizer.encode_prompts``; ``raw``: an unseen
+        wording's embeddings as they stand, not projected); the shared recogniser is not changed.
+        Raises ValueError for a bad template or class list."""
+        return self.rec.encode_prompts(template=template, classes=classes,
+                                       unseen=(lambda anchors: anchors) if raw else None)
 
     def register(self, key: str | None, session: "Session") -> None:
         if key:
@@ -188,7 +190,7 @@ class Session:
         edited = self.prompts is not self.app.default_prompts
         self.stream_prompts, self.photo_prompts = (
             None if r is None or self.prompts is None
-            else r.operate(self.prompts if edited else r.own_prompts, self.balanced, self.abstain)
+            else r.operate(self.prompts if edited else r.trained_prompts, self.balanced, self.abstain)
             for r in (self.app.rec, self.app.photo_rec))
 
     def set_operating(self, balanced: bool, abstain: bool) -> None:
@@ -199,41 +201,43 @@ class Session:
         self.version += 1
 
     # ---- scores as shown ----------------------------------------------------------------------
-    def scored(self, faces: list, prompts: Prompts, relative: bool = False) -> Scored:
-        """FaceResults -> labels, label texts, colours and bar columns; relative mode (a recorded
-        neutral face and a 'neutral' class) puts ``NeutralCalibration.relative`` first."""
+    def scored(self, faces: list, note: str = "") -> Scored:
+        """FaceResults -> labels, label texts, colours and bar columns (cosine, probability)."""
         cos = np.stack([f.cosines for f in faces])
         probs = np.stack([f.probabilities for f in faces])
-        plain = Scored(np.array([f.index for f in faces]), [f.label_text for f in faces],
-                       [GREY if f.uncertain else class_colour(f.index) for f in faces],
-                       [("cosine", cos, False), ("probability", probs, True)])
-        if not relative:
-            return plain
-        if self.neutral.mean is None:
-            plain.note = "Record your neutral face to see scores relative to it."
-            return plain
-        neutral = prompts.neutral_index
-        if neutral is None:
-            plain.note = "Relative scores need a class called 'neutral'."
-            return plain
-        rel = self.neutral.relative(np.stack([f.embedding for f in faces]), prompts.anchors, neutral)
-        labels = self.neutral.labels(rel, neutral)
-        note = (f"Relative to your neutral: row 'neutral' = cos(f, f_neutral) (neutral at or above "
-                f"θ = {self.neutral.threshold:.3f}); other rows = cos(f - f_neutral, t_k - t_neutral).")
-        texts = [label_text(prompts.classes, k, rel[i, k]) for i, k in enumerate(labels)]
-        return Scored(labels, texts, [class_colour(int(k)) for k in labels], [("relative", rel, False)] + plain.columns,
-                      note)
+        return Scored(np.array([f.index for f in faces]), [f.label_text for f in faces],
+                      [GREY if f.uncertain else class_colour(f.index) for f in faces],
+                      [("cosine", cos, False), ("probability", probs, True)], note)
+
+    def reference(self, prompts: Prompts, use: bool) -> tuple:
+        """(the recorded reference the webcam's faces are scored against, or None; whether each track's
+        own estimate is used instead; what the bars say). By default a recorded neutral face, else each
+        face's neutral estimated from its own frames (better than plain scores on CK+ pseudo-tracks:
+        docs/RESULTS.md 11); the model must store a rule and know 'neutral'."""
+        recorded = self.neutral.reference
+        if not use:
+            return None, False, "Reference: off (plain scores). Tick 'Use my neutral face' to read faces relative to it."
+        if prompts.reference_rule is None or prompts.neutral_index is None:
+            return None, False, ("Reference: none. This model stores no rule for it" if prompts.neutral_index is not None
+                                 else "Reference: none. The classes have no 'neutral'") + "; plain scores."
+        if recorded is None:
+            return None, True, (f"Reference: estimated from each face's own neutral frames (after "
+                                f"{self.stream.estimates.warmup} of them). Record your neutral face for a better one.")
+        return recorded, False, (f"Reference: your recorded neutral face ({recorded.count} frames), for every face in "
+                                 f"view. Untick 'Use my neutral face' for plain scores.")
 
     # ---- webcam -------------------------------------------------------------------------------
-    def process_frame(self, frame, smoothing: bool = True, relative: bool = False) -> FrameView:
+    def process_frame(self, frame, smoothing: bool = True, use_reference: bool = True) -> FrameView:
         """One webcam frame [H, W, 3] -> what the tab shows (``FrameView``): detection, tracking,
-        smoothing and scoring (``StreamAnalyzer``), calibration, drawing, bars."""
+        smoothing and scoring (``StreamAnalyzer``, relative to the recorded neutral face where there
+        is one and ``use_reference``), calibration, drawing, bars."""
         prompts = self.stream_prompts  # one snapshot: another event may replace it meanwhile
         rgb = to_rgb(frame)
         if self.app.rec is None:
             faces = self.tracker.update(rgb)
             image = draw(rgb, faces, ["face"] * len(faces), [GREY] * len(faces))
             return self.view(image, message_html(NO_MODEL) if faces else message_html("No face in view."))
+        self.stream.reference, self.stream.estimate, note = self.reference(prompts, use_reference)
         faces = self.stream.update(rgb, prompts, smoothing)
         self.frame_faces = faces
         selected = self.selected_index(faces)
@@ -241,7 +245,7 @@ class Session:
         self.remember([f.embedding for f in faces])
         if not faces:
             return self.view(rgb, message_html("No face in view."))
-        s = self.scored(faces, prompts, relative)
+        s = self.scored(faces, note)
         image = draw(rgb, faces, s.texts, s.colours, selected)
         title = f"Face {selected + 1} of {len(faces)}" + (" (largest)" if self.selected_track is None else "")
         bars = bars_html(title, s.texts[selected], prompts.classes, s.columns, selected, int(s.labels[selected]),
@@ -304,10 +308,10 @@ class Session:
             return f"Error: each template must contain {PLACEHOLDER}, where the class name goes."
         if not classes:
             return "Error: give at least one class name."
-        unseen = sum(t not in self.app.rec.trained_templates for t in templates)
+        unseen = sum(t not in self.app.rec.trained_prompts.templates for t in templates)
         try:
             prompts = self.app.encode(templates, classes)
-            raw = self.app.encode(templates, classes, wording="raw") if unseen else None
+            raw = self.app.encode(templates, classes, raw=True) if unseen else None
         except ValueError as err:
             return f"Error: {err}"
         self.prompts = prompts
@@ -315,7 +319,7 @@ class Session:
         self.operate()
         self.album.rescore(self.photo_prompts)
         self.version += 1
-        note = (f" {unseen} wording(s) the model was not trained on, {WORDINGS[parse_wording(DEFAULT_WORDING)[0]]}."
+        note = (f" {unseen} wording(s) the model was not trained on, kept only along the class contrasts the model was trained on."
                 if unseen else "")
         if len(templates) == 1:
             return f"Applied: {len(classes)} classes, template “{html.escape(templates[0])}”.{note}"

@@ -11,7 +11,7 @@ FACENET_MEAN = (0.5, 0.5, 0.5)
 FACENET_STD = (128 / 255,) * 3
 
 
-def create_timm(name: str, img_size: int, pretrained: bool = False, **kwargs) -> nn.Module:
+def timm_features(name: str, img_size: int, pretrained: bool = False, **kwargs) -> nn.Module:
     """timm's ``name`` without classifier, for ``img_size`` input where the architecture takes an
     ``img_size`` (CNNs take any size and have none): forward -> pooled features [B, num_features]."""
     try:

@@ -16,7 +16,7 @@ A packaged source is converted once; the result is cached as safetensors in ``$K
 (default ``~/.cache/kefer``), named after and tagged with the source file's sha256. A user file is
 converted (renamed) on each load. Nothing is ever downloaded.
 
-    enc = create_encoder("facenet-casia", img_size=112)
+    enc = kefer.models.create_encoder("facenet-casia", img_size=112)   # or registry.build_encoder
     feats = enc(x)   # x [B, 3, 112, 112] in [0, 1], normalised with enc.mean / enc.std -> [B, enc.num_features]
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..io import atomic_write, cache_dir, sha256
 from .converters.facenet_tf import convert_facenet_graph
 from .converters.timm_layouts import convert_efficientnet_lite0, convert_msceleb_resnet18, convert_msceleb_swin
@@ -154,7 +154,7 @@ def converted_state_dict(name: str, source: str | Path | None = None) -> dict[st
     return state
 
 
-def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
+def build_encoder(name: str, img_size: int, weights: str | Path | None = None,
                    pretrained: bool = True, frozen_bn: bool | None = None) -> Encoder:
     """The encoder ``name`` for ``img_size`` x ``img_size`` input, weights loaded: an ``Encoder``
     mapping x [B, 3, img_size, img_size] (normalised with ``.mean``/``.std``) -> [B, .num_features].
@@ -176,7 +176,7 @@ def create_encoder(name: str, img_size: int, weights: str | Path | None = None,
     if spec.fixed_size and img_size != spec.default_img_size:
         raise ValueError(f"{name} takes {spec.default_img_size} px input only, got {img_size}")
     if spec.user_weights and weights is None and pretrained:
-        raise ValueError(f"{name} loads a file you supply: create_encoder({name!r}, img_size, weights=PATH)")
+        raise ValueError(f"{name} loads a file you supply: kefer.models.create_encoder({name!r}, img_size, weights=PATH)")
     body = spec.build()
     if pretrained and weights is not None:
         if not Path(weights).is_file():

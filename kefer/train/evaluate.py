@@ -1,14 +1,15 @@
 """Test a recognizer on a dataset split, also across datasets."""
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .. import viz
-from ..data import build_dataset
-from ..metrics import classification_metrics, per_class_auc
+from .data import build_dataset
+from .metrics import classification_metrics, per_class_auc
 from ..operating import class_prior, margins
 from tqdm import tqdm
 
@@ -25,17 +26,20 @@ def split_features(recognizer, dataset: str, data_root=None, split: str = "test"
     Dataset classes are matched to the model's by name; raises ValueError for one it lacks.
     ``flip``: each face averaged with its mirror image (None: the recogniser's own setting).
     """
+    if flip is not None and flip != recognizer.flip:
+        recognizer = copy.copy(recognizer)
+        recognizer.flip = flip
     data = build_dataset(dataset, data_root, split, recognizer.transform, classes=classes)
     missing = [c for c in data.classes if c not in recognizer.classes]
     if missing:
         raise ValueError(f"The model has no class(es) {missing} of {dataset}; it knows {recognizer.classes}.")
     idx = torch.tensor([recognizer.classes.index(c) for c in data.classes])
     device = getattr(recognizer.backend, "device", torch.device("cpu"))   # where a torch backend runs
-    feats = [torch.zeros(0, recognizer.own_prompts.anchors.shape[1])]      # a process may get no sample
+    feats = [torch.zeros(0, recognizer.trained_prompts.anchors.shape[1])]      # a process may get no sample
     labels = [torch.zeros(0, dtype=torch.long)]
     for x, y in tqdm(make_loader(data, 128, False, device, None), desc=split, leave=False, mininterval=2,
                      disable=not dist.is_main()):
-        feats.append(torch.from_numpy(recognizer.represent(x, flip)))
+        feats.append(torch.from_numpy(recognizer.embed(x, normalise=False)))
         labels.append(y)
     feats, labels = (dist.gather(torch.cat(t)) for t in (feats, labels))
     return data, feats, labels, idx

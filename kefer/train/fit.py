@@ -19,15 +19,18 @@ from torch.utils.data import DataLoader
 
 from .. import viz
 from ..checkpoint import load_model, load_training_state, save_model, save_training_state
-from ..config import Config
-from ..data import build_dataset
-from ..data.transforms import eval_transform, train_transform
-from ..data.vocab import adjectives, neutral_index
-from ..losses import LossConfig, prior_offset
-from ..model import KEFERModel, create_visual_encoder
+from .config import Config
+from .data import build_dataset
+from ..preprocess import eval_transform
+from .augment import train_transform
+from ..vocab import adjectives, neutral_index
+from .losses import LossConfig, prior_offset
+from ..models.network import KEFERModel
+from ..models.factory import create_encoder
 from ..operating import class_prior
-from ..recognizer import Recognizer, resolve_checkpoint
-from ..text import HELD_OUT_TEMPLATES, TUNING_TEMPLATES, check_template, class_embeddings
+from ..recognizer import load, resolve_checkpoint
+from .template_sets import HELD_OUT_TEMPLATES, TUNING_TEMPLATES
+from ..text import check_template, class_embeddings
 from . import distributed as dist
 from .evaluate import evaluate
 from .loop import infer, make_loader, seed_everything, train_one_epoch
@@ -195,7 +198,7 @@ def check_config(cfg: Config) -> None:
         check_template(template)
     held_out = [t for t in cfg.templates if t in HELD_OUT_TEMPLATES + TUNING_TEMPLATES]
     if held_out:
-        raise ValueError(f"{held_out} are kefer's held-out or tuning templates (kefer.text.HELD_OUT_TEMPLATES, "
+        raise ValueError(f"{held_out} are kefer's held-out or tuning templates (kefer.train.template_sets.HELD_OUT_TEMPLATES, "
                          "TUNING_TEMPLATES), kept for measuring wordings a model never saw: train with other wordings.")
     if cfg.class_names == "variants" and cfg.template_sampling == "mean":
         raise ValueError("--class-names variants is text augmentation: add --template-sampling batch (or worst).")
@@ -214,7 +217,7 @@ def template_pool(cfg: Config, loss_cfg: LossConfig, classes: list[str]) -> torc
     if cfg.class_names == "variants":
         if adjectives(classes) is None:
             raise ValueError(f"--class-names variants: the classes {classes} have no distinct adjective forms "
-                             "(kefer.data.vocab.ADJECTIVES); leave the flag out.")
+                             "(kefer.vocab.ADJECTIVES); leave the flag out.")
         names.append(adjectives(classes))
     if len(cfg.templates) * len(names) < 2:
         raise ValueError(f"--template-sampling {cfg.template_sampling} chooses among several anchor sets; give "
@@ -226,7 +229,7 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
     """Data, model, optimiser and schedule of a run; from ``state`` (last.pt) when resuming."""
     seed_everything(cfg.seed + dist.rank())
     check_config(cfg)
-    encoder = create_visual_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
+    encoder = create_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
                             **cfg.encoder_kwargs)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
@@ -320,7 +323,7 @@ def finish(run: Run) -> dict:
     """Test the best checkpoint once; write metrics.json, the test plots and curves.png."""
     cfg, output, main = run.cfg, run.output, dist.is_main()
     dist.barrier()  # best.safetensors is written
-    recognizer = Recognizer.from_checkpoint(output / "best.safetensors", device=run.device, backend="torch")
+    recognizer = load(output / "best.safetensors", device=run.device, backend="torch")
     metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output if main and cfg.plots else None,
                        classes=cfg.classes)
     metrics = {"val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"], **metrics}

@@ -11,8 +11,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..losses import LossConfig, total_loss
-from ..model import KEFERModel
+from .losses import LossConfig, total_loss
+from ..models.network import KEFERModel
 from . import distributed as dist
 
 

@@ -5,7 +5,7 @@ import logging
 import math
 from dataclasses import replace
 
-from ..config import Config
+from .config import Config
 
 log = logging.getLogger(__name__)
 
