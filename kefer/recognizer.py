@@ -113,7 +113,7 @@ class Recognizer:
         self.trained_prompts = self.operate(Prompts(tuple(meta["classes"]), tuple(meta["templates"]), anchors, head,
                                                 trained=tuple(meta["classes"])))
         self.prompts = self.trained_prompts
-        self._shared = {"lock": threading.Lock(), "text_encoder": None, "basis": None, "analyzer": None}
+        self._shared = {"lock": threading.Lock(), "text_encoder": None, "bases": {}, "analyzer": None}
 
     @property
     def summary(self) -> str:
@@ -232,14 +232,16 @@ class Recognizer:
         return self.operating.apply(prompts, self.balanced if balanced is None else balanced,
                                     self.abstain if abstain is None else abstain)
 
-    def _contrast_basis(self) -> torch.Tensor:
-        """[K0 - 1, d]: the trained classes' contrasts under the trained templates
-        (``text.contrast_basis``), computed on first use and kept (two tabs may both compute it)."""
-        if self._shared["basis"] is None:
+    def _contrast_basis(self, multiple: int = 1) -> torch.Tensor:
+        """[r, d]: the trained classes' contrasts under the trained templates (``text.contrast_basis``;
+        ``multiple`` x (K0 - 1) directions at most), computed on first use and kept for this
+        recogniser and its copies (two tabs may both compute it)."""
+        bases = self._shared["bases"]
+        if multiple not in bases:
             sets = encode_templates(self.text_encoder, list(self.trained_prompts.trained),
                                     list(self.trained_prompts.templates))[0]
-            self._shared["basis"] = contrast_basis(sets.float())
-        return self._shared["basis"]
+            bases[multiple] = contrast_basis(sets.float(), multiple)
+        return bases[multiple]
 
 
 def _require_onnxruntime() -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..scoring import Prompts
-from ..text import contrast_basis, encode_classes, encode_templates, project_wording
+from ..text import encode_classes, project_wording
 
 
 def transfer_wording(new: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
@@ -79,9 +79,6 @@ def wording_name(name: str) -> str:
     return name
 
 
-_BASES = {}   # (recogniser's network, multiple) -> its contrast basis, computed once per process
-
-
 def trained_contrasts(rec, multiple: int = 1) -> torch.Tensor:
     """[r, d]: ``rec``'s trained classes under its trained templates, through ``contrast_basis``
     with ``multiple``. ValueError for a classifier baseline or ``multiple`` < 1."""
@@ -89,11 +86,7 @@ def trained_contrasts(rec, multiple: int = 1) -> torch.Tensor:
         raise ValueError("This is a classifier-baseline model: it has no trained text contrasts.")
     if multiple < 1:
         raise ValueError(f"multiple must be at least 1, not {multiple}.")
-    key = (id(rec.backend), multiple)
-    if key not in _BASES:
-        sets = encode_templates(rec.text_encoder, list(rec.trained_prompts.trained), list(rec.trained_prompts.templates))[0]
-        _BASES[key] = contrast_basis(sets.float(), multiple)
-    return _BASES[key]
+    return rec._contrast_basis(multiple)   # the recogniser's own, kept with it
 
 
 def encode_prompts(rec, template=None, classes=None, wording: str = DEFAULT_WORDING) -> Prompts:
