@@ -37,8 +37,8 @@ def to_rgb(image, max_side: int | None = None) -> np.ndarray:
     right after the conversion to uint8, before alpha compositing and channel expansion.
     """
     if isinstance(image, Image.Image):
-        if image.mode == "P":
-            image = image.convert("RGBA")
+        if image.mode in ("P", "PA", "RGBa", "La"):   # palettes; alpha premultiplied -> straight alpha
+            image = image.convert("LA" if image.mode == "La" else "RGBA")
         elif image.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "F") and not image.mode.startswith("I;16"):
             image = image.convert("RGB")  # CMYK, YCbCr, LAB, ...
     a = np.asarray(image)
@@ -157,9 +157,12 @@ class FaceDetector:
         self.min_score = min_score
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        """[H, W, 3] uint8 RGB -> faces (without crops), largest first."""
+        """[H, W, 3] uint8 RGB -> faces (without crops), largest first; none in an image (after the
+        downscaling) smaller than ``min_face_size`` on its shorter side."""
         scale = min(1.0, self.detect_side / max(rgb.shape[:2]))
         small = limit_size(rgb, self.detect_side) if scale < 1.0 else rgb
+        if min(small.shape[:2]) * (12.0 / self.mtcnn.min_face_size) < 12:
+            return []   # smaller than the smallest face sought: MTCNN's pyramid would have no level
         with torch.inference_mode():
             boxes, scores, points = self.mtcnn.detect(small, landmarks=True)
         if boxes is None:

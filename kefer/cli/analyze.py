@@ -7,94 +7,31 @@
 face: source, frame, time, track, box, each class's probability, label ("uncertain" below the
 model's stored abstain margin), top class. The model's stored operating point applies unless
 ``--no-balance`` / ``--no-abstain``. Unsupported files in a
-folder, unreadable images and videos, and corrupt video frames are skipped, counted and listed;
-rows already written stay written (each file is flushed as it goes, also on Ctrl-C).
+folder, unreadable images and videos, and corrupt video frames are skipped, counted and listed.
+
+Each video (and each batch of images) goes to its own part file, written whole or not at all, and
+a manifest; the outputs get its rows as it finishes, so a Ctrl-C or kill -9 keeps every finished
+input's rows and ``--resume`` continues. ``--engine ray`` runs the same work on Ray actors: an
+embedded local Ray, or a cluster with ``--address`` (docs/collections.md). This module parses;
+``kefer.engine`` runs.
+
+    kefer analyze recordings/ --list more.txt --csv faces.csv --resume --engine ray --workers 4
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import os
+import shutil
 import sys
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 
 import cv2
-from tqdm import tqdm
+
+from ..collection import collect
 
 log = logging.getLogger("kefer")
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".y4m"}
-
-
-@dataclass
-class Inputs:
-    """What ``analyze`` will read: images and videos in order, and what it passed over."""
-
-    images: list = field(default_factory=list)
-    videos: list = field(default_factory=list)
-    unsupported: list = field(default_factory=list)
-    missing: list = field(default_factory=list)
-
-
-def collect(paths: list[str]) -> Inputs:
-    """Sort the command line's paths into images and videos; folders are searched recursively."""
-    found = Inputs()
-    for arg in paths:
-        p = Path(arg)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
-        elif p.is_file():
-            files = [p]
-        else:
-            found.missing.append(arg)
-            continue
-        for f in files:
-            suffix = f.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                found.images.append(f)
-            elif suffix in VIDEO_SUFFIXES:
-                found.videos.append(f)
-            else:
-                found.unsupported.append(f)
-    return found
-
-
-class Rows:
-    """The CSV and JSON-lines outputs, written row by row and flushed after every source."""
-
-    def __init__(self, csv_path: str | None, json_path: str | None, classes: list[str]):
-        self.fields = ["source", "frame", "time", "track", "x0", "y0", "x1", "y1",
-                       *[f"p_{c}" for c in classes], "label", "top_class", "whole_image", "reference"]
-        self.csv_file = open(csv_path, "w", newline="") if csv_path else None
-        self.json_file = open(json_path, "w") if json_path else None
-        self.writer = csv.DictWriter(self.csv_file, self.fields) if self.csv_file else None
-        if self.writer:
-            self.writer.writeheader()
-        self.count = 0
-
-    def add(self, source: str, frame: int, time: float, faces: list) -> None:
-        for face in faces:
-            row = {"source": source, "frame": frame, "time": round(time, 3), **face.as_dict()}
-            if self.writer:
-                self.writer.writerow(row)
-            if self.json_file:
-                self.json_file.write(json.dumps(row) + "\n")
-            self.count += 1
-
-    def flush(self) -> None:
-        for f in (self.csv_file, self.json_file):
-            if f:
-                f.flush()
-
-    def close(self) -> None:
-        for f in (self.csv_file, self.json_file):
-            if f:
-                f.close()
-
 
 class AnnotatedVideo:
     """An annotated copy of one video: boxes and labels drawn on every frame (mp4v, or MJPG for .avi)."""
@@ -118,79 +55,82 @@ class AnnotatedVideo:
             self.writer.release()
 
 
+def parts_folder(args) -> Path | None:
+    """Where the part files and the manifest go: ``--parts``, else beside the first output
+    (faces.csv -> faces.parts); None without an output (a temporary folder)."""
+    if args.parts:
+        return Path(args.parts)
+    first = args.csv or args.json
+    return Path(first).with_suffix(".parts") if first else None
+
+
 def analyze(args) -> int:
-    """Run ``kefer analyze``; returns the exit code (0, or 1 when some inputs could not be read)."""
+    """Run ``kefer analyze``; returns the exit code (0; 1 when some inputs could not be read; 130 when
+    interrupted)."""
     import kefer
 
-    from ..analysis import ImageAnalyzer, ImageError, VideoError, VideoReader, analyze_video
+    from ..analysis import VideoReader
+    from ..engine import analyze_collection
+    from ..parts import Outputs, row_fields
+    from ..worker import Settings
 
-    inputs = collect(args.paths)
+    inputs = collect(args.paths, args.list or [])
     for p in inputs.missing:
         log.error("%s: no such file or folder", p)
     if not inputs.images and not inputs.videos:
-        log.error("nothing to analyse: no image or video among %s", ", ".join(args.paths))
+        log.error("nothing to analyse: no image or video among %s", ", ".join(args.paths + (args.list or [])))
         return 2
     if args.video and len(inputs.videos) != 1:
         log.error("--video writes one annotated video: give exactly one video file (found %d)", len(inputs.videos))
         return 2
-    rec = kefer.load(args.model, backend=args.backend, flip=args.flip, balanced=not args.no_balance,
-                     abstain=not args.no_abstain)
+    if args.engine == "ray" and (args.video or args.plot):
+        log.error("--video and --plot draw in this process: use them with --engine local")
+        return 2
+    folder = parts_folder(args)
+    if args.resume and folder is None:
+        log.error("--resume needs the run's outputs: give --csv, --json or --parts as before")
+        return 2
+    rec = kefer.load(args.model, device=args.device, backend=args.backend, flip=args.flip,
+                     balanced=not args.no_balance, abstain=not args.no_abstain)
     log.info("model: %s", rec.summary)
-    reference = read_reference(rec, args.reference)
-    rows = Rows(args.csv, args.json, rec.classes)
-    failed, no_face, timeline, videos = [], [], {}, 0
-    total = len(inputs.images) + sum(max(frame_count(v), 1) for v in inputs.videos)
-    bar = tqdm(total=total, unit="frame", desc="analysing", disable=args.quiet)
-    annotated = None
+    settings = Settings(model=args.model, backend=args.backend, device=args.device, flip=args.flip,
+                        balanced=not args.no_balance, abstain=not args.no_abstain, every=args.every,
+                        smoothing=not args.no_smoothing, whole_if_none=args.whole_if_none,
+                        reference=read_reference(rec, args.reference), estimate=args.reference == "auto",
+                        fmt=args.format)
+    outputs = Outputs(args.csv, args.json, row_fields(rec.classes))
+    annotated = AnnotatedVideo(args.video, VideoReader(inputs.videos[0]).fps) if args.video else None
+    timeline = {}
+
+    def on_frame(path, frame):
+        if annotated:
+            annotated.write(frame.rgb, frame.faces)
+        if args.plot:
+            for face in frame.faces:
+                timeline.setdefault((path, face.track_id), []).append((frame.time, face.probabilities))
+
+    temporary = folder is None
+    folder = Path(tempfile.mkdtemp(prefix="kefer-parts-")) if temporary else folder
     try:
-        images = ImageAnalyzer(rec)
-        for path in inputs.images:
-            try:
-                faces = images.analyze(path, whole_if_none=args.whole_if_none, reference=reference)
-            except ImageError as err:
-                failed.append(str(err))
-            else:
-                if faces:
-                    rows.add(str(path), 0, 0.0, faces)
-                else:
-                    no_face.append(str(path))
-            rows.flush()
-            bar.update()
-        for path in inputs.videos:
-            try:
-                reader = VideoReader(path)
-            except VideoError as err:
-                failed.append(str(err))
-                continue
-            videos += 1
-            if args.video:
-                annotated = AnnotatedVideo(args.video, reader.fps)
-            frames = faceless = 0
-            try:
-                for frame in analyze_video(rec, reader.path, every=args.every, reader=reader,
-                                           smoothing=not args.no_smoothing, reference=reference,
-                                           estimate=args.reference == "auto"):
-                    rows.add(reader.path, frame.index, frame.time, frame.faces)
-                    for face in frame.faces:
-                        timeline.setdefault((reader.path, face.track_id), []).append((frame.time, face.probabilities))
-                    if annotated:
-                        annotated.write(frame.rgb, frame.faces)
-                    frames, faceless = frames + 1, faceless + (not frame.faces)
-                    bar.update()
-            except VideoError as err:
-                failed.append(str(err))
-            rows.flush()
-            log.info("%s: %d frames, %d without a face, %d corrupt frames skipped", reader.name, frames, faceless,
-                     reader.skipped)
-    except KeyboardInterrupt:
-        log.warning("interrupted: the rows written so far are kept")
+        summary = analyze_collection(inputs, settings, folder, outputs, engine=args.engine, resume=args.resume,
+                                     batch=args.batch_size, keep_parts=args.keep_parts and not temporary,
+                                     quiet=args.quiet, recognizer=rec, on_frame=on_frame, address=args.address,
+                                     workers=args.workers)
     finally:
-        bar.close()
-        rows.close()
         if annotated:
             annotated.close()
-    log.info("%d face rows from %d images and %d videos", rows.count, len(inputs.images), videos)
-    if args.video and annotated and annotated.writer is not None:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+    for e in summary.entries:
+        if e["kind"] == "video" and e["status"] == "done":
+            log.info("%s: %d frames, %d without a face, %d corrupt frames skipped", os.path.basename(e["input"]),
+                     e["frames"], e["faceless"], e["skipped"])
+    videos = sum(e["kind"] == "video" and e["status"] == "done" for e in summary.entries)
+    log.info("%d face rows; this run: %d images and %d videos, %d frames in %.1f s (%.1f frames/s)%s", summary.rows,
+             sum(e["kind"] == "image" for e in summary.entries), videos, summary.frames, summary.seconds,
+             summary.frames / max(summary.seconds, 1e-9),
+             f"; {summary.resumed} inputs finished before" if summary.resumed else "")
+    if annotated and annotated.writer is not None:
         log.info("annotated video: %s", args.video)
     if args.plot:
         if timeline:
@@ -200,10 +140,14 @@ def analyze(args) -> int:
             log.info("timeline: %s", args.plot)
         else:
             log.warning("no timeline plot: no face was tracked in a video")
-    report("no face found in", no_face)
+    report("no face found in", summary.no_face)
     report("skipped (not an image or video)", [str(p) for p in inputs.unsupported])
-    report("could not be read", failed)
-    return 1 if failed or inputs.missing else 0
+    report("could not be read", summary.failed)
+    if (summary.interrupted or summary.failed) and not temporary:
+        log.warning("the part files and manifest are in %s: --resume continues (and retries failures)", folder)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed or inputs.missing else 0
 
 
 def read_reference(rec, spec: str):
@@ -231,15 +175,6 @@ def read_reference(rec, spec: str):
     reference = rec.reference(crops)
     log.info("reference: %d neutral face(s) from %s (spread %.3f)", reference.count, spec, reference.spread)
     return reference
-
-
-def frame_count(path) -> int:
-    """The frame count a video's container states (0 when unknown or unreadable), for the progress bar."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
-    finally:
-        capture.release()
 
 
 def report(what: str, items: list[str], show: int = 20) -> None:
@@ -274,20 +209,42 @@ def parser() -> argparse.ArgumentParser:
                         "such photos (the largest face of each); 'auto': in videos, each track relative to its "
                         "own neutral face estimated as it plays (images stay plain); 'none' (default): plain "
                         "scores. The CSV's 'reference' column says which was used")
+    a.add_argument("--list", action="append", metavar="FILE",
+                   help="a file naming inputs, one path per line (relative to its folder; # comments)")
+    a.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model and the face detector run")
+    a.add_argument("--batch-size", type=int, default=16, help="images per batch (their faces embedded together)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = p.add_argument_group("collections: part files, resume, Ray (docs/collections.md)")
+    c.add_argument("--parts", metavar="DIR", help="where each input's rows go as it finishes, with the manifest "
+                                                  "(default: beside the first output, faces.csv -> faces.parts)")
+    c.add_argument("--format", default="csv", choices=("csv", "parquet"), help="the part files' format")
+    c.add_argument("--resume", action="store_true",
+                   help="skip the inputs a previous run with the same outputs finished (same size and mtime)")
+    c.add_argument("--keep-parts", action="store_true",
+                   help="keep the part files after a complete run (they are removed; a stopped run keeps them)")
+    c.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: this process; ray: Ray actors, one model each (pip install -e '.[ray]')")
+    c.add_argument("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="with --engine ray, join this cluster (default: start an embedded local Ray)")
+    c.add_argument("--workers", type=int, default=None,
+                   help="with --engine ray, how many actors (default: one per CPU, or per GPU with --device cuda)")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if args.every < 1:
-        log.error("--every must be 1 or more")
-        return 2
-    for out in (args.csv, args.json, args.video, args.plot):
+    for name in ("every", "batch_size", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            log.error("--%s must be 1 or more", name.replace("_", "-"))
+            return 2
+    for out in (args.csv, args.json, args.video, args.plot, args.parts):
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             log.error("%s: its folder does not exist", out)
             return 2
+    if args.address and args.engine != "ray":
+        log.error("--address joins a Ray cluster: add --engine ray")
+        return 2
     try:
         return analyze(args)
     except (FileNotFoundError, ValueError, ImportError, OSError) as err:
