@@ -1,5 +1,6 @@
 """The app's logic without a browser: per-tab frame processing, photos, prompts, calibration, map,
 the page's wiring and its HTTP API."""
+import dataclasses
 import html
 import re
 import shutil
@@ -22,7 +23,9 @@ import kefer.app.session
 from kefer.app import NO_MODEL, App, Session, build_demo
 from kefer.app import layout
 from kefer.app.handlers import Handlers
-from kefer.app.map import EMPTY, TITLE, embedding_map
+from kefer.app.map import EMPTY, TITLE, background, embedding_map
+from kefer.app.render import template_label, template_text
+from kefer.embedding_map import MAPS, ReferenceMap, find_map, fingerprint
 from kefer.app.render import TILE
 from kefer.calibration import NeutralCalibration
 from kefer.reference import Reference
@@ -194,6 +197,31 @@ def test_prompt_edits_are_validated_zero_shot_and_per_session(app, frames):
     assert session.prompts is app.default_prompts
 
 
+def test_the_template_box_shows_every_template_in_use_and_reset_restores_it(app):
+    """Issue 27.6: the box says what the model scores with, all its trained wordings, and Reset restores it."""
+    prompts = app.default_prompts
+    demo = build_demo(app.rec)
+    box = components(demo)["template"]
+    assert box.value == "\n".join(prompts.templates) == "\n".join(app.rec.templates)
+    assert box.label == template_label(prompts)
+    many = dataclasses.replace(prompts, templates=("This person is [CLS].", "A photo of a [CLS] face.", "[CLS]."))
+    assert template_label(many).startswith("Template: 3 trained wordings, averaged")
+    assert template_text(many).splitlines() == list(many.templates)
+    handlers, session = Handlers(app), Session(app)
+    assert handlers.reprompt("A face showing [CLS].", "neutral\nhappiness", session)[0].startswith("Applied")
+    assert handlers.reset(session)[0] == box.value
+    assert session.set_prompts(box.value, "\n".join(prompts.classes)).startswith("Applied")   # as shown, applied
+    np.testing.assert_allclose(session.prompts.anchors, prompts.anchors, atol=1e-5)
+
+
+def test_the_shipped_accurate_model_shows_its_29_trained_wordings():
+    if not (ROOT / "assets" / "accurate-int8.onnx").is_file():
+        pytest.skip("needs assets/accurate-int8.onnx")
+    prompts = kefer.load("accurate-int8").trained_prompts
+    assert len(prompts.templates) == 29 and template_text(prompts).count("\n") == 28
+    assert template_label(prompts).startswith("Template: 29 trained wordings, averaged")
+
+
 def test_several_template_lines_are_averaged(app):
     from kefer.app.layout import ALL_NINE, template_choice
     from kefer.text import PAPER_TEMPLATES
@@ -287,7 +315,7 @@ def test_photos_of_every_kind_are_scored_or_explained(app, frames, tmp_path):
     assert "No face found in empty.png" in session.album.bars()
     session.score_whole_images()
     assert session.album.photos[3].whole and session.album.rows()[-1]["whole_image"]
-    assert len(session.history) == 5
+    assert len(session.album.embeddings()) == 5 and len(session.history) == 0   # photos are not webcam history
 
 
 def test_a_corrupt_upload_names_the_file_never_a_server_path(app, tmp_path):
@@ -514,6 +542,92 @@ def test_the_map_has_a_title_and_an_empty_state_before_any_data(app):
     empty = embedding_map(np.zeros((0, app.default_prompts.anchors.shape[1]), np.float32),
                           app.default_prompts.anchors, app.default_prompts.classes)
     assert any("appear here" in t.get_text() for t in empty.axes[0].texts)
+
+
+def markers(fig, gid: str) -> np.ndarray:
+    """The points [n, 2] (data units) the map drew as ``gid``: "webcam" or "photo" faces."""
+    points = [c.get_offsets() for c in fig.axes[0].collections if c.get_gid() == gid]
+    return np.concatenate(points) if points else np.zeros((0, 2))
+
+
+@pytest.fixture(scope="module")
+def shipped_map(app):
+    ref = find_map(app.rec)
+    if ref is None:
+        pytest.skip(f"no reference map for {app.rec.name} in {MAPS} (kefer lab map builds one)")
+    return ref
+
+
+def test_a_reference_face_is_placed_at_its_own_point(shipped_map):
+    """The app's placement reproduces the map: each reference face's own embedding lands on (or very
+    near) its own t-SNE point; one far from all faces of its class would not."""
+    ref = shipped_map
+    scale = np.sqrt(((ref.points - ref.points.mean(0)) ** 2).sum(1).mean())
+    error = np.linalg.norm(ref.place(ref.embeddings) - ref.points, axis=1) / scale
+    assert np.median(error) < 0.005 and np.percentile(error, 90) < 0.02
+    assert len(ref.points) == len(ref.labels) == len(ref.embeddings) >= 500
+    np.testing.assert_allclose(np.linalg.norm(ref.embeddings, axis=1), 1.0, atol=1e-3)
+
+
+def test_placement_is_the_weighted_mean_of_the_nearest_reference_points():
+    """A tiny map with orthogonal embeddings: a face equal to one reference face lands on its point, a
+    face halfway between two lands halfway between their points."""
+    points = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], np.float32)
+    ref = ReferenceMap(points, np.arange(4), ("a", "b", "c", "d"), np.eye(4, 8, dtype=np.float32), {}, "test", 0.01)
+    np.testing.assert_allclose(ref.place(np.eye(4, 8)), points, atol=1e-4)
+    np.testing.assert_allclose(ref.place(np.eye(4, 8)[[0]] + np.eye(4, 8)[[1]]), [[5, 0]], atol=1e-4)
+    assert ref.place(np.zeros((0, 8))).shape == (0, 2)
+
+
+def test_shipped_maps_are_small_and_name_the_models_they_fit(shipped_map):
+    for path in MAPS.glob("*.npz"):
+        assert path.stat().st_size < 1_100_000, path
+        ref = ReferenceMap.load(path)
+        assert ref.models and ref.classes and "FER+ validation" in ref.source
+    int8 = ROOT / "assets" / "accurate-int8.onnx"
+    if int8.is_file() and (MAPS / "accurate.npz").is_file():
+        assert ReferenceMap.load(MAPS / "accurate.npz").fits(kefer.load("accurate-int8").meta)
+
+
+def test_photo_faces_and_webcam_faces_appear_on_the_reference_map(app, shipped_map, frames, tmp_path):
+    """Issue 27.6: the photos' faces belong on the map (diamonds), the webcam's too (dots)."""
+    assert app.map is not None and app.photos_on_map
+    Image.fromarray(frames["two"]).save(tmp_path / "two.png")
+    session = Session(app)
+    session.add_photos([tmp_path / "two.png"])
+    fig = session.plot()
+    photo = markers(fig, "photo")
+    assert len(photo) == 2 and len(markers(fig, "webcam")) == 0
+    np.testing.assert_allclose(photo, shipped_map.place(np.stack(session.album.embeddings())), atol=1e-4)
+    assert "0 webcam, 2 photo faces" in fig.axes[0].get_title()
+    session.process_frame(frames["one"])
+    fig = session.plot()
+    assert len(markers(fig, "photo")) == 2 and len(markers(fig, "webcam")) == 1
+    np.testing.assert_allclose(markers(fig, "webcam"), shipped_map.place(np.stack(session.history)), atol=1e-4)
+    np.testing.assert_array_equal(fig.images[0].get_array(), background(shipped_map))   # the fixed background
+    assert len(np.unique(background(shipped_map)[..., :3].reshape(-1, 3), axis=0)) > 50   # not blank   # the fixed background
+
+
+def test_without_a_reference_map_the_map_falls_back_and_says_so(checkpoint, frames, tmp_path, monkeypatch):
+    """A user's own model (another network: another fingerprint) finds no map; the map is then a fresh
+    layout of the faces and the text anchors, and its title says why."""
+    from kefer.backend import update_file_meta
+
+    own = tmp_path / "mine.safetensors"
+    shutil.copyfile(checkpoint, own)
+    update_file_meta(own, {"val_accuracy": 0.123})
+    rec = kefer.load(own)
+    assert fingerprint(rec.meta) != fingerprint(kefer.load(checkpoint).meta) and find_map(rec) is None
+    monkeypatch.setattr(kefer.app.session, "find_map", lambda r: None)
+    app = App(kefer.load(checkpoint))
+    Image.fromarray(frames["two"]).save(tmp_path / "two.png")
+    session = Session(app)
+    session.add_photos([tmp_path / "two.png"])
+    session.process_frame(frames["one"])
+    fig = session.plot()
+    title = fig.axes[0].get_title()
+    assert title.startswith(f"{TITLE} (PCA): 3 recent faces") and "No reference map for" in title
+    assert len(markers(fig, "photo")) == 2 and len(markers(fig, "webcam")) == 1 and not fig.images
 
 
 def test_map_is_redrawn_only_when_something_changed(app, frames):

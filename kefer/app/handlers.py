@@ -11,7 +11,7 @@ import logging
 
 import gradio as gr
 
-from .render import NO_MODEL, faces_table, message_html
+from .render import NO_MODEL, faces_table, message_html, template_text
 from .session import App, Session
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Handlers:
         session.reset_prompts()
         prompts = self.app.default_prompts
         _, _, gallery, bars, table, rows, _ = self.photo_outputs(session, [])
-        return (prompts.template, "\n".join(prompts.classes), "Prompts reset to the checkpoint's own.",
+        return (template_text(prompts), "\n".join(prompts.classes), "Prompts reset to the checkpoint's own.",
                 session.report_html(), gallery, bars, table, rows, session)
 
     @safely

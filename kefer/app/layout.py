@@ -16,8 +16,8 @@ import gradio as gr  # noqa: E402
 
 from ..text import PAPER_TEMPLATES  # noqa: E402
 from .handlers import Handlers  # noqa: E402
-from .map import placeholder  # noqa: E402
-from .render import NO_MODEL  # noqa: E402
+from .map import EMPTY, EMPTY_REFERENCE, placeholder  # noqa: E402
+from .render import NO_MODEL, template_label, template_text  # noqa: E402
 from .session import App  # noqa: E402
 
 ALL_NINE = "All 9, averaged (see RESULTS 8b)"
@@ -100,13 +100,14 @@ def operating_panel(app: App) -> SimpleNamespace:
 
 def prompts_panel(app: App) -> SimpleNamespace:
     prompts = app.default_prompts
-    figure = placeholder() if app.rec is not None else placeholder("No model: nothing to map.")
-    plot = gr.Plot(figure, label="Embedding map", show_label=False, elem_id="map")  # the figure has its title
+    figure = placeholder(("No model: nothing to map." if app.rec is None else
+                          EMPTY_REFERENCE if app.map is not None else EMPTY))
+    plot = gr.Plot(figure, label="Embedding map", show_label=False, format="jpeg", elem_id="map")  # the figure has its title
     operating = operating_panel(app)
     with gr.Accordion("Prompts", open=True):
         paper = gr.Dropdown([*PAPER_TEMPLATES, ALL_NINE], value=None, label="The paper's templates")
-        template = gr.Textbox(prompts.template if prompts else "", lines=2,
-                              label="Template (must contain [CLS]); several lines are averaged", elem_id="template")
+        template = gr.Textbox(template_text(prompts), lines=4, max_lines=8, label=template_label(prompts),
+                              elem_id="template")
         classes = gr.Textbox("\n".join(prompts.classes) if prompts else "", lines=8,
                              label="Class names, one per line (new ones are zero-shot)", elem_id="classes")
         with gr.Row():

@@ -70,6 +70,19 @@ def anchor_report_html(report) -> str:
             f"<th style='text-align:left'>cosine to its trained anchor</th></tr>{''.join(lines)}</table></div>")
 
 
+def template_text(prompts) -> str:
+    """The template box: every template the prompts average, one per line ('' without prompts)."""
+    return "\n".join(prompts.templates) if prompts is not None else ""
+
+
+def template_label(prompts) -> str:
+    """The template box's label: how many trained wordings the model averages."""
+    n = len(prompts.templates) if prompts is not None else 0
+    if n > 1:
+        return f"Template: {n} trained wordings, averaged (one per line, each with [CLS]; edit, add or remove lines)"
+    return "Template (must contain [CLS]); several lines are averaged"
+
+
 def bar_widths(values: np.ndarray, is_probability: bool) -> np.ndarray:
     """Bar lengths in percent for one face's values [K]."""
     if is_probability:

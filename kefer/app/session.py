@@ -20,15 +20,16 @@ import numpy as np
 
 from ..analysis import ImageAnalyzer, StreamAnalyzer
 from ..calibration import NeutralCalibration
+from ..embedding_map import find_map
 from ..faces import FaceDetector, FaceTracker, class_colour, draw, to_rgb
 from ..operating import describe
 from ..scoring import Prompts, anchor_report
 from ..text import PLACEHOLDER
-from .map import embedding_map
+from .map import embedding_map, reference_figure
 from .photos import PhotoAlbum
 from .render import GREY, NO_MODEL, anchor_report_html, bars_html, message_html
 
-HISTORY = 150          # face embeddings kept per session for the embedding map
+HISTORY = 150          # webcam face embeddings kept per session for the embedding map
 
 
 class App:
@@ -39,6 +40,8 @@ class App:
     text encoder: until a tab edits its prompts each model scores against its own trained prompts
     (their templates may differ); edited prompts are encoded once and scored by both. Webcam frames
     are searched at 320 px for faces of 40+ px there; photos at up to 1280 px for faces of 20+ px.
+    ``map``: the webcam model's reference map (``kefer.embedding_map.find_map``; None: there is none);
+    ``photos_on_map``: whether the photo model's faces can be placed on it too (the map names it).
     """
 
     def __init__(self, recognizer, device: str = "cpu", detect_every: int = 3, photo_recognizer=None):
@@ -51,6 +54,8 @@ class App:
         self.image_analyzer = ImageAnalyzer(self.photo_rec, self.photo_detector) if self.photo_rec else None
         self.detect_every = detect_every
         self.default_prompts = recognizer.trained_prompts if recognizer is not None else None
+        self.map = find_map(recognizer)
+        self.photos_on_map = self.map is not None and self.map.fits(self.photo_rec.meta)
         self.text_loader = None
         self.text_error = None
         self.sessions = {}            # gradio session hash -> Session, to clean up when a tab closes
@@ -165,7 +170,7 @@ class Session:
         self.shown_status = ""
         self.selected_track = None
         self.frame_faces = []
-        self.history = deque(maxlen=HISTORY)        # (embedding [d]) of recent faces, webcam and photos
+        self.history = deque(maxlen=HISTORY)        # embeddings [d] of recent webcam faces (photos: the album's)
         self.lock = threading.Lock()  # the map timer reads history while the stream appends to it
         self.version = 0   # bumped when history or prompts change; the map timer redraws only then
         self.plotted = -1
@@ -288,13 +293,12 @@ class Session:
     def add_photos(self, paths: list) -> list[str]:
         """Read, detect and score uploads; one message per unreadable file (its name only)."""
         messages = self.album.add(paths, self.photo_prompts)
-        self.remember(self.album.embeddings())
+        self.version += 1
         return messages
 
     def score_whole_images(self) -> None:
-        before = len(self.album.embeddings())
         self.album.score_whole_images(self.photo_prompts)
-        self.remember(self.album.embeddings()[before:])
+        self.version += 1
 
     # ---- prompts ------------------------------------------------------------------------------
     def set_prompts(self, template: str, classes_text: str) -> str:
@@ -338,12 +342,34 @@ class Session:
 
     # ---- embedding map ------------------------------------------------------------------------
     def plot(self):
-        """The embedding map as a matplotlib Figure, or None when nothing changed since the last one."""
+        """The embedding map as a matplotlib Figure, or None when nothing changed since the last one:
+        recent webcam faces and the album's photo faces, on the reference map where there is one."""
         prompts = self.stream_prompts
         if self.version == self.plotted or prompts is None:
             return None
         self.plotted = self.version
+        d = prompts.anchors.shape[1]
         with self.lock:
-            embeddings = np.array(self.history, dtype=np.float32).reshape(-1, prompts.anchors.shape[1])
-        predicted = self.app.rec.score(embeddings, prompts)[1].argmax(axis=1) if len(embeddings) else None
-        return embedding_map(embeddings, prompts.anchors, prompts.classes, predicted)
+            webcam = np.array(self.history, dtype=np.float32).reshape(-1, d)
+        photos = np.array(self.album.embeddings(), dtype=np.float32).reshape(-1, d)
+        ref, rec = self.app.map, self.app.rec
+        if ref is None:
+            faces = np.concatenate([webcam, photos])
+            predicted = rec.score(faces, prompts)[1].argmax(axis=1) if len(faces) else None
+            return embedding_map(faces, prompts.anchors, prompts.classes, predicted,
+                                 np.arange(len(faces)) >= len(webcam),
+                                 note=f"No reference map for {rec.name}: faces and anchors laid out afresh.")
+        note = "" if self.app.photos_on_map or not len(photos) else (
+            f"Photo faces are not shown: the photo model {self.app.photo_rec.name} has no place on this map.")
+        if not self.app.photos_on_map:
+            photos = photos[:0]
+        faces = np.concatenate([photos, webcam])    # oldest first: the latest webcam face is drawn last
+        predicted = rec.score(faces, prompts)[1].argmax(axis=1) if len(faces) else np.zeros(0, int)
+        colours = [map_colour(prompts.classes[k], k, ref.classes) for k in predicted]
+        return reference_figure(ref, ref.place(faces), colours, np.arange(len(faces)) < len(photos), rec.name, note)
+
+
+def map_colour(name: str, index: int, map_classes: tuple) -> int:
+    """The colour index of a predicted class on the reference map: that of the same class name in the
+    map's classes, else one after them (a zero-shot class)."""
+    return map_classes.index(name) if name in map_classes else len(map_classes) + index

@@ -13,6 +13,7 @@ COMMANDS = {
     "quantize": ("kefer.lab.quantize", "compare int8 calibration rules on validation"),
     "robustness": ("kefer.lab.robustness", "accuracy under blur, noise, JPEG, occlusion, pose and light"),
     "probe": ("kefer.lab.probe", "linear probes of frozen encoders on FER+ and CK+"),
+    "map": ("kefer.lab.map", "a model's reference map for the app: FER+ validation faces laid out once (t-SNE)"),
 }
 
 
