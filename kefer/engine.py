@@ -136,13 +136,13 @@ def run_local(collection: Collection, settings: Settings, batch: int, recognizer
     worker = Worker(settings, recognizer)
 
     def frame(path, video_frame):
-        collection.progress.frames(worker.frames)
+        collection.progress.frames(collection.summary.frames + worker.unit_frames)
         if on_frame:
             on_frame(path, video_frame)
 
     for unit in collection.units(batch):
         collection.record(worker.run(unit, collection.folder, frame))
-        collection.progress.frames(worker.frames)
+        collection.progress.frames(collection.summary.frames)
 
 
 def analyze_collection(inputs: Inputs, settings: Settings, folder: str | Path, outputs: Outputs,

@@ -59,11 +59,11 @@ class Progress:
 
     def _maybe_log(self) -> None:
         now = time.monotonic()
-        if self.log_every and now - self.last_log >= self.log_every:
+        if self.log_every is not None and now - self.last_log >= self.log_every:
             self.last_log = now
-            left = (self.total - self.n) / max(self.rate(), 1e-9)
-            log.info("inputs %d/%d, %d failed, %d frames, %.1f frames/s, ETA %.0f s", self.done + self.failed,
-                     self.total_inputs, self.failed, self.n, self.rate(), left)
+            eta = f"{(self.total - self.n) / self.rate():.0f} s" if self.n else "?"
+            log.info("inputs %d/%d, %d failed, %d frames, %.1f frames/s, ETA %s", self.done + self.failed,
+                     self.total_inputs, self.failed, self.n, self.rate(), eta)
 
     def close(self) -> None:
         self.bar.close()

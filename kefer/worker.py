@@ -55,7 +55,7 @@ def face_rows(source: str, frame: int, time: float, faces: list) -> list[dict]:
 
 class Worker:
     """A loaded model and the detectors, turning units into part files and manifest entries.
-    ``frames``: frames and images analysed so far (read by the progress display)."""
+    ``unit_frames``: frames and images of the current unit analysed so far (for the progress display)."""
 
     def __init__(self, settings: Settings, recognizer=None):
         import torch
@@ -70,12 +70,13 @@ class Worker:
         self.fields = row_fields(self.rec.classes)
         self.images = ImageAnalyzer(self.rec, FaceDetector(settings.device, self.rec.input_size, PHOTO_SIDE,
                                                            PHOTO_MIN_FACE))
-        self.frames = 0
+        self.unit_frames = 0
 
     def run(self, unit: Unit, folder: Path, on_frame: Callable[[str, VideoFrame], None] | None = None) -> list[dict]:
         """Analyse one unit into ``folder``/<unit.part>.<fmt> (whole or absent) -> one manifest entry per
         input. ``on_frame(path, frame)`` sees every analysed video frame (annotated videos)."""
         part = f"{unit.part}.{self.settings.fmt}"
+        self.unit_frames = 0
         self.keys = {p: self._key(p) for p in unit.paths}   # as read: a change while it runs is redone on resume
         entries = []
 
@@ -104,6 +105,11 @@ class Worker:
     def _entry(self, path: str, kind: str, **values) -> dict:
         return {"input": path, "kind": kind, **self.keys[path], **values}
 
+    @classmethod
+    def failed_entry(cls, path: str, kind: str, error: str) -> dict:
+        """The manifest entry of an input that could not be analysed, ``error`` saying why."""
+        return {"input": path, "kind": kind, **cls._key(path), "status": "failed", "error": error, "part": None}
+
     def _video(self, path: str, writer: PartWriter, on_frame) -> dict:
         s = self.settings
         try:
@@ -115,7 +121,7 @@ class Worker:
                 faces = stream.update(rgb, smoothing=s.smoothing)
                 writer.add(face_rows(path, index, time, faces))
                 frames, faceless, rows = frames + 1, faceless + (not faces), rows + len(faces)
-                self.frames += 1
+                self.unit_frames += 1
                 if on_frame:
                     on_frame(path, VideoFrame(index, time, rgb, faces))
         except (VideoError, ImageError) as err:
@@ -144,7 +150,7 @@ class Worker:
                                            error=f"{Path(path).name}: {type(err).__name__}: {err}"))
                 continue
             finally:
-                self.frames += 1
+                self.unit_frames += 1
             writer.add(face_rows(path, 0, 0.0, faces))
             entries.append(self._entry(path, "image", status="done", rows=len(faces), frames=1))
         return entries

@@ -1,0 +1,136 @@
+"""The Ray engine: a collection's units on Ray actors, each holding one loaded model.
+
+    run_ray(collection, settings, batch=16, address=None, workers=None)   # an embedded local Ray
+    run_ray(collection, settings, batch=16, address="auto")               # the cluster on this node
+    run_ray(collection, settings, batch=16, address="ray://head:10001")  # a remote cluster (Ray Client)
+
+Without ``address`` it starts Ray inside this process's session, sized to the machine (every CPU,
+every GPU), and stops it at the end. Each actor (``Analyst``) loads the model once and runs units
+one at a time: a whole video (its tracks need its frames in order) or a batch of images, written to
+its part file by the worker itself (the parts folder must be shared with the workers, as the
+inputs are). An actor that dies is restarted and its unit retried (``RETRIES`` times): the part is
+rewritten whole under the same name and recorded once, so a retry adds no duplicate row. The
+driver keeps one unit in flight per actor, records finished units in order of completion, and asks
+the busy actors for their frames once a second for the progress display.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+from .worker import Settings, Worker
+
+log = logging.getLogger("kefer")
+
+RETRIES = 3                      # attempts after an actor dies mid-unit
+OBJECT_STORE = 256 * 1024 ** 2   # bytes: results are small (manifest entries); rows go to part files
+
+
+class Analyst:
+    """One Ray actor: a ``Worker`` (the model loaded once), a unit at a time."""
+
+    def __init__(self, settings: Settings):
+        self.worker = Worker(settings)
+
+    def run(self, unit, folder: str) -> list[dict]:
+        return self.worker.run(unit, Path(folder))
+
+    def unit_frames(self) -> int:
+        return self.worker.unit_frames
+
+
+def start(address: str | None) -> None:
+    """Join the cluster at ``address``, or start an embedded Ray on this machine (workers find this
+    kefer through PYTHONPATH)."""
+    import ray
+
+    import kefer
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    root = str(Path(kefer.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=OBJECT_STORE,
+             logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+def sizing(resources: dict, workers: int | None, device: str) -> tuple[int, dict, int]:
+    """Cluster resources {"CPU": n, "GPU": m} -> (actors, each actor's Ray resources, its threads).
+    Default: one actor per CPU; the CPUs (and with ``device`` cuda, the GPUs) shared out evenly."""
+    cpus = max(resources.get("CPU", 1.0), 1.0)
+    n = workers or int(cpus)
+    need = {"num_cpus": min(1.0, cpus / n)}
+    if device.startswith("cuda"):
+        gpus = resources.get("GPU", 0.0)
+        if not gpus:
+            raise ValueError("--device cuda: the Ray cluster has no GPU")
+        need["num_gpus"] = min(1.0, gpus / n)
+    return n, need, max(1, int(cpus // n))
+
+
+def run_ray(collection, settings: Settings, batch: int, address: str | None = None, workers: int | None = None) -> None:
+    """Analyse ``collection``'s units on Ray actors; see the module's docstring."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install -r requirements.txt)") from err
+    start(address)
+    try:
+        n, need, threads = sizing(ray.cluster_resources(), workers, settings.device)
+        log.info("Ray: %d worker(s), each %s and %d thread(s); %d node(s)", n, need, threads, len(ray.nodes()))
+        remote = ray.remote(max_restarts=-1, max_task_retries=RETRIES, max_concurrency=2, **need)(Analyst)
+        actors = [remote.remote(replace(settings, threads=threads)) for _ in range(n)]
+        drive(collection, actors, deque(collection.units(batch)))
+    finally:
+        ray.shutdown()
+
+
+def drive(collection, actors: list, todo: deque) -> None:
+    """One unit in flight per actor; record each as it finishes; poll progress once a second."""
+    import ray
+    from ray.exceptions import RayError
+
+    folder = str(collection.folder.resolve())
+    busy = {}
+
+    def submit(actor) -> None:
+        if todo:
+            unit = todo.popleft()
+            busy[actor.run.remote(unit, folder)] = (actor, unit)
+
+    for actor in actors:
+        submit(actor)
+    while busy:
+        done, _ = ray.wait(list(busy), num_returns=1, timeout=1.0)
+        for ref in done:
+            actor, unit = busy.pop(ref)
+            try:
+                entries = ray.get(ref)
+            except RayError as err:   # the actor died on this unit more often than it is retried
+                reason = str(err).strip().splitlines()[0][:200]
+                entries = [Worker.failed_entry(p, unit.kind, f"{Path(p).name}: its worker died {RETRIES + 1} times "
+                                                             f"({reason})") for p in unit.paths]
+            collection.record(entries)
+            submit(actor)
+        collection.progress.frames(collection.summary.frames + in_flight(busy))
+
+
+def in_flight(busy: dict) -> int:
+    """Frames the busy actors have analysed of their current units (0 for any that does not answer)."""
+    import ray
+    from ray.exceptions import RayError
+
+    refs = [actor.unit_frames.remote() for actor, _ in busy.values()]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.5) if refs else ([], [])
+    total = 0
+    for ref in ready:
+        try:
+            total += ray.get(ref)
+        except RayError:
+            pass
+    return total
