@@ -193,3 +193,28 @@ def test_a_stream_scores_each_track_against_its_estimate_once_warm(ckplus_root, 
     assert all(k == "estimated" for k in kinds[first:]) and first >= stream.estimates.warmup - 1
     stream.reference = Reference.from_embeddings(seen[-1][0].embedding[None])
     assert stream.update(frame)[0].reference == "recorded"
+
+
+def test_videos_built_from_ckplus_show_each_crop_in_order_and_run_through_the_path(ckplus_root, tmp_path):
+    """kefer.lab.reference_video: the two orders, the video written, one run, the per-crop vote."""
+    from kefer.lab import reference_video as rv
+
+    subjects, classes = rv.subject_crops(ckplus_root)
+    neutral = classes.index("neutral")
+    crops = next(c for c in subjects.values() if len({label for _, _, label in c}) >= 3)
+    session = rv.in_order(crops, "session", neutral)
+    assert [c[0] for c in session] == sorted(c[0] for c in session)   # sequence by sequence, neutral first
+    assert all(session[i][2] == neutral for i in range(len(session)) if i == 0 or session[i][0] != session[i - 1][0])
+    harder = rv.in_order(crops, "expressive-first", neutral)
+    first_neutral = [c[2] for c in harder].index(neutral)
+    assert sorted(harder) == sorted(crops) and all(c[2] == neutral for c in harder[first_neutral:])
+    shown = session[:2]
+    rv.write_video(shown, tmp_path / "v.mp4")
+    rec = kefer.load(with_rule(tmp_path / "m"), backend="torch")
+    idx = np.array([rec.classes.index(c) for c in classes])
+    run = rv.run_video(rec, tmp_path / "v.mp4", rec.prompts, idx)
+    assert len(run["found"]) == rv.HOLD * len(shown) and run["found"].all() and run["disagree"] == 0
+    assert set(run["estimated"]) <= set(range(len(classes)))
+    votes = rv.per_crop(np.array([1, 1, 2, -1, 3, 2, 3, 2]), np.array([0, 0, 0, 0, 1, 1, 1, 1]), len(classes))
+    np.testing.assert_array_equal(votes, [1, 2])                     # a tie goes to the lower class
+    assert rv.per_crop(np.array([-1, -1]), np.array([0, 0]), 3).tolist() == [-1]
