@@ -76,20 +76,42 @@ def plot_tsne(feats, labels, anchors, classes: list[str], path: str | Path, titl
 
 
 def plot_history(history: list[dict], path: str | Path) -> None:
-    """Loss terms and train/val accuracy per epoch."""
-    epochs = [r["epoch"] for r in history]
-    terms = [k for k in history[0] if k not in ("epoch", "lr", "seconds", "train_accuracy", "val_accuracy")]
+    """Loss terms and train/val accuracy per epoch; a fine-tune's "epoch 0" row (the starting model,
+    validation figures only) starts the validation curves."""
+    accuracies = ("train_accuracy", "val_accuracy", "val_mean_accuracy")
+    terms = [k for k in dict.fromkeys(k for r in history for k in r)
+             if k not in ("epoch", "lr", "seconds", *accuracies)]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for k in terms:
-        a.plot(epochs, [r[k] for r in history], marker=".", label=k)
-    a.set_xlabel("epoch")
+    for ax, keys in ((a, terms), (b, accuracies)):
+        for k in keys:
+            rows = [r for r in history if r.get(k) not in (None, "")]
+            if rows:
+                ax.plot([r["epoch"] for r in rows], [float(r[k]) for r in rows], marker=".", label=k)
+        ax.set_xlabel("epoch")
+        ax.legend()
     a.set_title("training losses")
-    a.legend()
-    for k in ("train_accuracy", "val_accuracy"):
-        b.plot(epochs, [r[k] for r in history], marker=".", label=k)
-    b.set_xlabel("epoch")
     b.set_title("accuracy")
-    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_before_after(before: list[dict], after: list[dict], classes: list[str], path: str | Path,
+                      title: str) -> None:
+    """Per-class accuracy of runs before and after (e.g. fine-tuning): bars are the means over the
+    runs, dots the runs. before, after: one {class: accuracy} per run."""
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(classes), 3.8))
+    for shift, runs, name in ((-0.2, before, "before"), (0.2, after, "after")):
+        values = np.array([[r[c] for c in classes] for r in runs]) * 100
+        ax.bar(x + shift, values.mean(0), 0.38, label=f"{name} (mean per class {values.mean():.1f})")
+        for row in values:
+            ax.plot(x + shift, row, "k.", markersize=3)
+    ax.set_xticks(x, classes, rotation=30)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

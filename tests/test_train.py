@@ -151,7 +151,7 @@ def test_time_budget_cuts_epochs_after_warmup():
 
 def test_time_budget_run_records_the_epochs_it_ran(ferplus_root, tmp_path):
     r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
-                "--max-train-samples", "100", "--epochs", "50", "--time-budget", "0.01", "--no-plots",
+                "--max-train-samples", "100", "--epochs", "50", "--time-budget", "0.01", "--no-plots", "--no-test",
                 "--output", str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 epochs instead of 50" in r.stdout
@@ -161,20 +161,12 @@ def test_time_budget_run_records_the_epochs_it_ran(ferplus_root, tmp_path):
 
 def test_training_on_vote_distributions(ferplus_root, tmp_path):
     r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
-                "--max-train-samples", "100", "--epochs", "1", "--labels", "votes", "--no-plots", "--output", str(tmp_path))
+                "--max-train-samples", "100", "--epochs", "1", "--labels", "votes", "--no-plots", "--no-test",
+                "--output", str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "config.json").read_text())["labels"] == "votes"
-    assert 0 < float(history(tmp_path)[0]["ce"]) and json.loads((tmp_path / "metrics.json").read_text())["n"] == 3137
-
-
-def test_init_from_a_shipped_model_starts_where_it_ended(ferplus_root, tmp_path):
-    """--init fast: one warm-up epoch (lr 1e-4) on 100 images keeps the shipped model's accuracy."""
-    if not (ASSETS / "fast.safetensors").is_file():
-        pytest.skip("needs assets/fast.safetensors")
-    r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY, "--max-train-samples", "100",
-                "--epochs", "1", "--init", "fast", "--no-plots", "--output", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert float(history(tmp_path)[0]["val_accuracy"]) > 0.7   # from scratch: about 0.35 after one epoch
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < float(history(tmp_path)[0]["ce"]) and 0 < metrics["val_accuracy"] and "test_accuracy" not in metrics
 
 
 def test_init_refuses_a_checkpoint_of_another_model(run):

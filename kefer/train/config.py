@@ -78,8 +78,9 @@ class Config:
         "published weights) or clip:<model>/<tag|file> (a CLIP image tower)", group="model"))
     encoder_weights: str | None = field(default=None, metadata=flag("a state-dict file for the encoder", group="model"))
     init: str | None = field(default=None, metadata=flag(
-        "start from the weights of a kefer checkpoint: a run dir, a .safetensors file or a shipped model "
-        "(e.g. accurate), to fine-tune it on your data", group="model"))
+        "fine-tune a trained kefer model: a run dir, a .safetensors file or a shipped model (e.g. accurate); "
+        "the run takes its encoder, text encoder, input size, normalisation and templates, and the fine-tuning "
+        "schedule (kefer.train.finetune), unless flags say otherwise", group="model"))
     encoder_kwargs: dict = field(default_factory=dict)
     img_size: int = field(default=224, metadata=flag(group="model"))
     batchnorm: str = field(default="auto", metadata=flag(
@@ -129,10 +130,16 @@ class Config:
     workers: int | None = field(default=None, metadata=flag(group="device"))   # None: 0 on CPU, min(8, cores) on CUDA
     amp: bool = field(default=True, metadata=flag(group="device"))             # only takes effect on CUDA
     compile: bool = field(default=False, metadata=flag("torch.compile the encoder", group="device"))
+    select: str = field(default="accuracy", metadata=flag(
+        "the validation figure that selects the best epoch: overall accuracy (the paper) or the mean per-class "
+        "accuracy (the fine-tuning default: small, imbalanced data)", choices=["accuracy", "mean_accuracy"],
+        group="schedule"))
     time_budget: float | None = field(default=None, metadata=flag(
         "cut the epochs after warm-up so the run ends within this many minutes", metavar="MINUTES", group="schedule"))
     plots: bool = field(default=True, metadata=flag(
         "skip the test confusion matrix and t-SNE (the t-SNE takes ~30 s on a CPU)", group="output"))
+    test: bool = field(default=True, metadata=flag(
+        "skip the final test evaluation (when settings are being chosen on validation)", group="output"))
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

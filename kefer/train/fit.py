@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from .. import viz
 from ..checkpoint import load_model, load_training_state, save_model, save_training_state
 from .config import Config
+from .metrics import classification_metrics
 from .data import build_dataset
 from ..preprocess import eval_transform
 from .augment import train_transform
@@ -33,6 +34,7 @@ from .template_sets import HELD_OUT_TEMPLATES, TUNING_TEMPLATES
 from ..text import check_template, class_embeddings
 from . import distributed as dist
 from .evaluate import evaluate
+from .finetune import measure_start, model_meta, normalisation, save_start
 from .loop import infer, make_loader, seed_everything, train_one_epoch
 from .schedule import fit_to_budget, lr_lambda
 
@@ -133,6 +135,7 @@ class Run:
     history: list
     best: dict
     text_pool: torch.Tensor | None = None   # [P, K, d] anchor sets to draw from (--template-sampling batch, worst)
+    start: dict | None = None               # the starting model's figures (--init; ``finetune.measure_start``)
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch and validate: its history row."""
@@ -144,7 +147,8 @@ class Run:
                                    desc=f"epoch {epoch + 1}/{self.cfg.epochs}", text_pool=self.text_pool,
                                    pool_choice=self.cfg.template_sampling, pool_seed=self.cfg.seed * 100_003 + epoch))
         logits, _, labels = infer(self.model, self.val_loader, self.device, self.cfg.amp, desc="val")
-        row["val_accuracy"] = float((logits.argmax(1) == labels).float().mean())
+        m = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.meta["classes"])
+        row["val_accuracy"], row["val_mean_accuracy"] = m["accuracy"], m["mean_accuracy"]
         row["seconds"] = round(time.time() - t0, 1)
         return row
 
@@ -165,8 +169,25 @@ class Run:
             "config": asdict(self.cfg), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(), "epoch": epoch, "history": self.history, "best": self.best,
-            "text_encoder": self.text["text_encoder"], "prompts": self.text["prompts"],
+            "text_encoder": self.text["text_encoder"], "prompts": self.text["prompts"], "start": self.start,
         })
+
+    def improves(self, row: dict) -> bool:
+        """Whether history ``row`` beats the best so far on the selection figure (``cfg.select``)."""
+        key = f"val_{self.cfg.select}"
+        return row[key] > self.best.get(key, -1.0)
+
+    def begin_from_start(self, start_meta: dict) -> None:
+        """"Epoch 0" of a fine-tune: the starting model saved as best.safetensors and measured, so
+        that selection keeps it unless an epoch beats it."""
+        if dist.is_main():
+            save_start(self.output / "best.safetensors", self.model, self.meta, start_meta)
+        dist.barrier()
+        self.start = measure_start(self.output / "best.safetensors", self.cfg, self.device)
+        row = {"epoch": 0, "val_accuracy": self.start["val_accuracy"],
+               "val_mean_accuracy": self.start["val_mean_accuracy"]}
+        self.history.append(row)
+        self.best = {**row}
 
 
 def datasets(cfg: Config, mean: tuple, std: tuple):
@@ -231,6 +252,8 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
     check_config(cfg)
     encoder = create_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
                             **cfg.encoder_kwargs)
+    if cfg.init:
+        encoder.mean, encoder.std = normalisation(model_meta(cfg.init))
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
     prior = class_prior(train_set.targets, classes, cfg.balance)   # {class: probability in training}
@@ -239,7 +262,9 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
                           logit_offset=None if offset is None else offset.to(device))
     nu = neutral_index(classes)
     if loss_cfg.needs_neutral and nu is None:
-        raise ValueError(f"Losses {cfg.losses!r} need a 'neutral' class; {cfg.dataset} has {classes}.")
+        raise ValueError(f"Losses {cfg.losses!r} need a 'neutral' class (the method maps each face to its neutral "
+                         f"version); {cfg.dataset} has {classes}. Add a neutral/ folder of neutral faces, or train "
+                         f"with --losses ce (the faces against their class texts alone).")
     text, text_id, prompts = class_text(cfg, loss_cfg, classes, state)
     pool = template_pool(cfg, loss_cfg, classes)
     model = KEFERModel(encoder, len(classes), text)
@@ -261,21 +286,21 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
                                 weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
     scaler = torch.amp.GradScaler(enabled=cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    history, best = [], {"val_accuracy": -1.0, "epoch": -1}
+    history, best, start = [], {"val_accuracy": -1.0, "val_mean_accuracy": -1.0, "epoch": -1}, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-        history, best = state["history"], state["best"]
+        history, best, start = state["history"], state["best"], state.get("start")
     log.info(f"{cfg.dataset}: {len(train_set)} train / {len(val_set)} val images, classes {classes}; "
              f"encoder {cfg.encoder} @ {cfg.img_size}px, losses {cfg.losses}, text {text_id}, device {device}"
              + (f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""))
     return Run(cfg, output, device, model, trained, train_loader, val_loader, optimizer, scheduler, scaler,
                loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts, prior),
                {"text_encoder": text_id, "prompts": prompts}, history, best,
-               None if pool is None else pool.to(device))
+               None if pool is None else pool.to(device), start)
 
 
 def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
@@ -297,15 +322,18 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     start = 0 if state is None else state["epoch"] + 1
     if state is not None:
         log.info(f"resuming {output} after epoch {start}/{cfg.epochs}")
+    elif cfg.init:
+        run.begin_from_start(model_meta(cfg.init))
 
     started = time.time()
     epoch = start
     while epoch < run.cfg.epochs:  # a while loop: the time budget may cut the epochs after warm-up
         row = run.epoch(epoch)
         run.history.append(row)
-        improved = row["val_accuracy"] > run.best["val_accuracy"]
+        improved = run.improves(row)
         if improved:
-            run.best = {"val_accuracy": row["val_accuracy"], "epoch": epoch + 1}
+            run.best = {"val_accuracy": row["val_accuracy"], "val_mean_accuracy": row["val_mean_accuracy"],
+                        "epoch": epoch + 1}
         if run.cfg.time_budget and epoch + 1 == run.cfg.warmup_epochs:
             now = dist.sum_all({"epochs": time.time() - started, "all": time.time() - begun})  # same on every rank
             run.set_epochs(fit_to_budget(run.cfg, now["epochs"] / dist.world_size() / (epoch + 1 - start),
@@ -320,18 +348,29 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
 
 
 def finish(run: Run) -> dict:
-    """Test the best checkpoint once; write metrics.json, the test plots and curves.png."""
+    """Test the best checkpoint once (unless ``cfg.test`` is off); write metrics.json (with the
+    starting model's figures beside, for a fine-tune), the test plots and curves.png."""
     cfg, output, main = run.cfg, run.output, dist.is_main()
     dist.barrier()  # best.safetensors is written
-    recognizer = load(output / "best.safetensors", device=run.device, backend="torch")
-    metrics = evaluate(recognizer, cfg.dataset, cfg.data_root, output if main and cfg.plots else None,
-                       classes=cfg.classes)
-    metrics = {"val_accuracy": run.best["val_accuracy"], "best_epoch": run.best["epoch"], **metrics}
+    metrics = {"val_accuracy": run.best["val_accuracy"], "val_mean_accuracy": run.best.get("val_mean_accuracy"),
+               "best_epoch": run.best["epoch"], "selected_on": f"val_{cfg.select}"}
+    if cfg.test:
+        recognizer = load(output / "best.safetensors", device=run.device, backend="torch")
+        metrics.update(evaluate(recognizer, cfg.dataset, cfg.data_root, output if main and cfg.plots else None,
+                                classes=cfg.classes))
+    if run.start is not None:
+        metrics["start"] = run.start
     dist.cleanup()
     if not main:
         return metrics
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     viz.plot_history(run.history, output / "curves.png")
-    log.info(f"best epoch {run.best['epoch']} (val {run.best['val_accuracy']:.4f}); "
-             f"test accuracy {metrics['test_accuracy']:.4f}, mean per-class {metrics['test_mean_accuracy']:.4f}")
+    if run.start is not None and run.best["epoch"] == 0:
+        log.warning(f"no epoch beat the starting model {cfg.init} on validation ({cfg.select} "
+                    f"{run.start[f'val_{cfg.select}']:.4f}): best.safetensors is the starting model, unchanged")
+    log.info(f"best epoch {run.best['epoch']} (val accuracy {run.best['val_accuracy']:.4f}, selected on {cfg.select})"
+             + (f"; test accuracy {metrics['test_accuracy']:.4f}, mean per-class {metrics['test_mean_accuracy']:.4f}"
+                if cfg.test else "; test not evaluated (--no-test)")
+             + (f"; the starting model: test accuracy {run.start['test_accuracy']:.4f}, mean per-class "
+                f"{run.start['test_mean_accuracy']:.4f}" if run.start and cfg.test else ""))
     return metrics

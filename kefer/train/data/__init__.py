@@ -123,16 +123,45 @@ def read_ckplus_folder(root: Path, split: str) -> tuple[list[tuple[Path, int]], 
     return read_folder(root)
 
 
-def read_folder_split(root: Path, split: str) -> tuple[list[tuple[Path, int]], list[str]]:
-    """``<root>/<split>/<class>/*``; a flat ``<root>/<class>/*`` tree serves as the test split."""
+def read_folder_split(root: Path, split: str, val: float | None = None, test: float | None = None,
+                      seed: int = 0) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``<root>/<split>/<class>/*``. A flat ``<root>/<class>/*`` tree is the test split, or, with
+    fractions ``val`` and ``test`` (``folder:val=0.1,test=0.2``), split per class, seeded."""
     if (root / split).is_dir():
         return read_folder(root / split)
+    if val is not None or test is not None:
+        return split_flat_folder(root, split, val or 0.0, test or 0.0, seed)
     if split != "test":
         raise FileNotFoundError(
-            f"{root} has no {split}/ folder; a folder dataset for training needs "
-            f"<root>/train/<class>/ and <root>/val/<class>/ (a flat <root>/<class>/ tree is test-only)."
-        )
+            f"{root} has no {split}/ folder; a folder dataset for training needs <root>/train/<class>/ and "
+            f"<root>/val/<class>/, or a flat <root>/<class>/ tree split for you with --dataset folder:val=0.1,test=0.2 "
+            f"(a flat tree without those options is test-only).")
     return read_folder(root)
+
+
+def split_flat_folder(root: Path, split: str, val: float, test: float, seed: int):
+    """The ``split`` share of a flat ``<root>/<class>/*`` tree: of each class's images, in a seeded
+    order, ``test`` and ``val`` (fractions, each at least one image when above 0) and the rest
+    'train'. Raises ValueError naming the classes too small to split, with the minimum."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"folder: val and test are fractions of each class with val + test < 1, not {val}, {test}.")
+    samples, classes = read_folder(root)
+    minimum = 1 + (val > 0) + (test > 0)
+    counts = np.bincount([k for _, k in samples], minlength=len(classes))
+    small = {c: int(n) for c, n in zip(classes, counts) if n < minimum}
+    if small:
+        raise ValueError(f"{root} is too small to split into train/val/test: {small} image(s); each class needs at "
+                         f"least {minimum} (one per split), and far more to learn from. Add images, or leave the "
+                         f"class out with --classes.")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for k, n in enumerate(counts):
+        order = rng.permutation([s for s in samples if s[1] == k])
+        n_test = max(1, round(test * n)) if test else 0
+        n_val = max(1, round(val * n)) if val else 0
+        share = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}[split]
+        chosen.extend((Path(p), int(label)) for p, label in share)
+    return chosen, classes
 
 
 READERS = {

@@ -39,3 +39,11 @@ def subject_folds(subjects: list[str], k: int, n: int, seed: int = 0) -> dict[st
     group = {s: i % n + 1 for i, s in enumerate(order)}
     val = k % n + 1
     return {s: "test" if g == k else "val" if g == val else "train" for s, g in group.items()}
+
+
+def subject_holdout(subjects: list[str], val: float, test: float, seed: int = 0) -> dict[str, str]:
+    """Each subject's split: the subjects are shuffled (seeded); the first ``test`` fraction of them
+    is 'test', the next ``val`` fraction 'val' (each rounded, at least one), the rest 'train'."""
+    order = np.random.default_rng(seed).permutation(sorted(set(subjects)))
+    n_test, n_val = max(1, round(test * len(order))), max(1, round(val * len(order)))
+    return {s: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, s in enumerate(order)}
