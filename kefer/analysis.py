@@ -180,22 +180,31 @@ class NeutralEstimates:
     """Each track's neutral face estimated from its own frames as it plays: the renormalised mean
     of its last ``keep`` embeddings that plain scoring calls neutral. A track has an estimate once
     ``warmup`` such frames were seen (``reference.Reference`` with source "estimated"); absent
-    tracks are forgotten."""
+    tracks are forgotten. Each track keeps a running sum, so a frame costs O(d), not O(keep * d)."""
 
     def __init__(self, warmup: int = 10, keep: int = 150):
         self.warmup, self.keep = warmup, keep
         self.frames: dict[int, deque] = {}
+        self.sums: dict[int, np.ndarray] = {}
 
     def update(self, track_ids: list[int], embeddings: np.ndarray, neutral: np.ndarray) -> list:
         """This frame's faces (track ids, embeddings [N, d], whether plain scoring calls each neutral
         [N]) -> each face's estimate (a Reference, or None during the warm-up)."""
         self.frames = {t: self.frames.get(t, deque(maxlen=self.keep)) for t in track_ids}
+        self.sums = {t: self.sums.get(t, 0.0) for t in track_ids}
         out = []
-        for t, f, is_neutral in zip(track_ids, embeddings, neutral):
+        for t, f, is_neutral in zip(track_ids, l2_normalise(embeddings).astype(np.float64), neutral):
+            kept = self.frames[t]
             if is_neutral:
-                self.frames[t].append(f)
-            ready = len(self.frames[t]) >= self.warmup
-            out.append(Reference.from_embeddings(np.stack(self.frames[t]), "estimated") if ready else None)
+                if len(kept) == self.keep:
+                    self.sums[t] = self.sums[t] - kept[0]
+                kept.append(f)
+                self.sums[t] = self.sums[t] + f
+            if len(kept) < self.warmup:
+                out.append(None)
+                continue
+            mean = self.sums[t] / len(kept)   # of unit vectors: its length is their mean cosine to its direction
+            out.append(Reference(l2_normalise(mean), float(np.linalg.norm(mean)), len(kept), "estimated"))
         return out
 
 

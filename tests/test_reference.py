@@ -218,3 +218,20 @@ def test_videos_built_from_ckplus_show_each_crop_in_order_and_run_through_the_pa
     votes = rv.per_crop(np.array([1, 1, 2, -1, 3, 2, 3, 2]), np.array([0, 0, 0, 0, 1, 1, 1, 1]), len(classes))
     np.testing.assert_array_equal(votes, [1, 2])                     # a tie goes to the lower class
     assert rv.per_crop(np.array([-1, -1]), np.array([0, 0]), 3).tolist() == [-1]
+
+
+def test_a_tracks_running_estimate_equals_the_mean_of_its_last_kept_neutral_frames():
+    from kefer.analysis import NeutralEstimates
+
+    rng = np.random.default_rng(0)
+    estimates, kept = NeutralEstimates(warmup=3, keep=5), []
+    for _ in range(40):
+        face, is_neutral = unit(*(rng.normal(size=16) + 3)), rng.random() < 0.7
+        kept += [face] if is_neutral else []
+        (out,) = estimates.update([1], face[None], np.array([is_neutral]))
+        if len(kept) < 3:
+            assert out is None
+            continue
+        expected = Reference.from_embeddings(np.stack(kept[-5:]))
+        np.testing.assert_allclose(out.embedding, expected.embedding, atol=1e-6)
+        assert out.spread == pytest.approx(expected.spread, abs=1e-6) and out.count == expected.count
