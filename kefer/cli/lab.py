@@ -11,6 +11,7 @@ COMMANDS = {
                     "fit a temperature on FER+ validation so probabilities are calibrated; ECE before/after"),
     "reference": ("kefer.lab.reference", "choose how a person's neutral face changes the scores (CK+ subject folds)"),
     "reference-video": ("kefer.lab.reference_video", "the estimated reference on videos built from CK+ (plain vs estimated)"),
+    "finetune": ("kefer.lab.finetune", "fine-tune a model on CK+ by subject folds: choose the schedule, before/after"),
     "quantize": ("kefer.lab.quantize", "compare int8 calibration rules on validation"),
     "robustness": ("kefer.lab.robustness", "accuracy under blur, noise, JPEG, occlusion, pose and light"),
     "probe": ("kefer.lab.probe", "linear probes of frozen encoders on FER+ and CK+"),
