@@ -77,7 +77,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300.0, what:
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def done_videos(parts: Path) -> int:

@@ -120,3 +120,17 @@ def test_a_folder_of_broken_inputs_reports_each_and_keeps_every_good_row(ckplus_
     assert "huge.jpg" in faceless
     assert "self.png" in log and "dangling.png" in log   # passed over, named
     assert not (tmp_path / "faces.parts").exists() or list((tmp_path / "faces.parts").glob("*.tmp")) == []
+
+
+def test_the_app_says_no_face_found_for_tiny_uploads(rec, tmp_path):
+    pytest.importorskip("gradio", reason="the app needs gradio (the app extra)")
+    from kefer.app import App, Session
+    from kefer.app.handlers import Handlers
+
+    app = App(rec)
+    paths = []
+    for side in (1, 5, 12):
+        Image.fromarray(np.full((side, side, 3), 128, np.uint8)).save(tmp_path / f"tiny{side}.png")
+        paths.append(str(tmp_path / f"tiny{side}.png"))
+    message = Handlers(app).analyse_photos(paths, Session(app))[0]
+    assert "went wrong" not in message and "No face found in tiny1.png, tiny5.png, tiny12.png" in message
