@@ -117,6 +117,10 @@ def units(images: list, videos: list, batch: int = 16) -> list[Unit]:
 
 
 def stat_key(path: str | Path) -> dict:
-    """What says an input is unchanged since it was analysed: its size and modification time (ns)."""
-    st = os.stat(path)
+    """What says an input is unchanged since it was analysed: its size and modification time (ns);
+    -1 each for a path that is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"size": -1, "mtime_ns": -1}
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -42,21 +42,25 @@ class Analyst:
         return self.worker.unit_frames
 
 
-def start(address: str | None) -> None:
+def start(address: str | None) -> bool:
     """Join the cluster at ``address``, or start an embedded Ray on this machine (workers find this
-    kefer through PYTHONPATH)."""
+    kefer through PYTHONPATH) -> whether this call started the connection (False: the caller's
+    ``ray.init`` is used, and left for it to shut down)."""
     import ray
 
     import kefer
 
+    if ray.is_initialized():
+        return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-        return
+        return True
     root = str(Path(kefer.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=OBJECT_STORE,
              logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    return True
 
 
 def sizing(resources: dict, workers: int | None, device: str) -> tuple[int, dict, int]:
@@ -79,7 +83,7 @@ def run_ray(collection, settings: Settings, batch: int, address: str | None = No
         import ray
     except ImportError as err:
         raise ImportError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install -r requirements.txt)") from err
-    start(address)
+    started = start(address)
     try:
         n, need, threads = sizing(ray.cluster_resources(), workers, settings.device)
         log.info("Ray: %d worker(s), each %s and %d thread(s); %d node(s)", n, need, threads, len(ray.nodes()))
@@ -87,7 +91,8 @@ def run_ray(collection, settings: Settings, batch: int, address: str | None = No
         actors = [remote.remote(replace(settings, threads=threads)) for _ in range(n)]
         drive(collection, actors, deque(collection.units(batch)))
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 def drive(collection, actors: list, todo: deque) -> None:

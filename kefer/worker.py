@@ -77,7 +77,7 @@ class Worker:
         input. ``on_frame(path, frame)`` sees every analysed video frame (annotated videos)."""
         part = f"{unit.part}.{self.settings.fmt}"
         self.unit_frames = 0
-        self.keys = {p: self._key(p) for p in unit.paths}   # as read: a change while it runs is redone on resume
+        self.keys = {p: stat_key(p) for p in unit.paths}   # as read: a change while it runs is redone on resume
         entries = []
 
         def write(tmp: Path) -> None:
@@ -95,20 +95,13 @@ class Worker:
             e["part"] = part if e["status"] == "done" else None
         return entries
 
-    @staticmethod
-    def _key(path: str) -> dict:
-        try:
-            return stat_key(path)
-        except OSError:
-            return {"size": -1, "mtime_ns": -1}
-
     def _entry(self, path: str, kind: str, **values) -> dict:
         return {"input": path, "kind": kind, **self.keys[path], **values}
 
-    @classmethod
-    def failed_entry(cls, path: str, kind: str, error: str) -> dict:
+    @staticmethod
+    def failed_entry(path: str, kind: str, error: str) -> dict:
         """The manifest entry of an input that could not be analysed, ``error`` saying why."""
-        return {"input": path, "kind": kind, **cls._key(path), "status": "failed", "error": error, "part": None}
+        return {"input": path, "kind": kind, **stat_key(path), "status": "failed", "error": error, "part": None}
 
     def _video(self, path: str, writer: PartWriter, on_frame) -> dict:
         s = self.settings

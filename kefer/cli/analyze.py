@@ -99,7 +99,11 @@ def analyze(args) -> int:
                         reference=read_reference(rec, args.reference), estimate=args.reference == "auto",
                         fmt=args.format)
     outputs = Outputs(args.csv, args.json, row_fields(rec.classes))
-    annotated = AnnotatedVideo(args.video, VideoReader(inputs.videos[0]).fps) if args.video else None
+    annotated = None
+    if args.video:
+        reader = VideoReader(inputs.videos[0])
+        reader.capture.release()
+        annotated = AnnotatedVideo(args.video, reader.fps)
     timeline = {}
 
     def on_frame(path, frame):
