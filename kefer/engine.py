@@ -40,6 +40,7 @@ class Summary:
     rows: int = 0
     frames: int = 0
     seconds: float = 0.0
+    warm_rate: float | None = None   # frames/s from the first frames done on (start-up left out)
     interrupted: bool = False
 
     @property
@@ -120,7 +121,7 @@ class Collection:
         """Rewrite the outputs whole, in input order; remove the parts folder when every input is
         finished and nothing failed (unless ``keep_parts``)."""
         self.progress.close()
-        self.summary.seconds = self.progress.elapsed()
+        self.summary.seconds, self.summary.warm_rate = self.progress.elapsed(), self.progress.warm_rate()
         self.outputs.rewrite(lambda: self.manifest.rows(self.order))
         entries = [self.manifest.entries.get(p) for p in self.order]
         self.summary.rows = sum(e.get("rows", 0) for e in entries if e and e["status"] == "done")

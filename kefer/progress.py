@@ -29,12 +29,15 @@ class Progress:
         terminal = sys.stderr.isatty()
         self.bar = tqdm(total=self.total, unit="frame", desc="analysing", disable=quiet or not terminal, smoothing=0.1)
         self.start = time.monotonic()
+        self.first = None   # (when, frames) at the first progress: the workers had started
         self.log_every, self.last_log = (None if quiet or terminal else log_every), self.start
         self._postfix()
 
     def frames(self, count: int) -> None:
         """``count``: frames (and images) analysed so far, in all workers together."""
         if count > self.n:
+            if not self.n:
+                self.first = (time.monotonic(), count)
             self.total = max(self.total, count)
             self.bar.total = self.total
             self.bar.update(count - self.n)
@@ -56,6 +59,12 @@ class Progress:
     def rate(self) -> float:
         """Frames per second since the start."""
         return self.n / max(self.elapsed(), 1e-9)
+
+    def warm_rate(self) -> float | None:
+        """Frames per second since the first frames were done (start-up left out); None before."""
+        if self.first is None or self.n <= self.first[1]:
+            return None
+        return (self.n - self.first[1]) / max(time.monotonic() - self.first[0], 1e-9)
 
     def _maybe_log(self) -> None:
         now = time.monotonic()

@@ -130,9 +130,10 @@ def analyze(args) -> int:
             log.info("%s: %d frames, %d without a face, %d corrupt frames skipped", os.path.basename(e["input"]),
                      e["frames"], e["faceless"], e["skipped"])
     videos = sum(e["kind"] == "video" and e["status"] == "done" for e in summary.entries)
-    log.info("%d face rows; this run: %d images and %d videos, %d frames in %.1f s (%.1f frames/s)%s", summary.rows,
+    warm = f", {summary.warm_rate:.1f} after start-up" if summary.warm_rate else ""
+    log.info("%d face rows; this run: %d images and %d videos, %d frames in %.1f s (%.1f frames/s%s)%s", summary.rows,
              sum(e["kind"] == "image" for e in summary.entries), videos, summary.frames, summary.seconds,
-             summary.frames / max(summary.seconds, 1e-9),
+             summary.frames / max(summary.seconds, 1e-9), warm,
              f"; {summary.resumed} inputs finished before" if summary.resumed else "")
     if annotated and annotated.writer is not None:
         log.info("annotated video: %s", args.video)
