@@ -24,7 +24,7 @@ INHERITED = ("encoder", "encoder_kwargs", "text_encoder", "img_size", "templates
 MUST_MATCH = ("encoder", "encoder_kwargs", "text_encoder")
 # The fine-tuning schedule, unless flags set these fields. Chosen on CK+ subject folds' validation
 # splits (``kefer lab finetune``; docs/own-data.md has the grid, the rule and the results).
-SCHEDULE = {"lr": 2e-4, "epochs": 4, "warmup_epochs": 0, "select": "mean_accuracy"}
+SCHEDULE = {"lr": 1e-3, "epochs": 4, "warmup_epochs": 0, "select": "mean_accuracy"}
 
 
 def model_meta(init: str) -> dict:
