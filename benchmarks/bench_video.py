@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kefer.cli import main as kefer_cli
+from kefer.cli import main as kefer_cli  # noqa: E402
 from kefer.io import data_home  # noqa: E402
 
 
