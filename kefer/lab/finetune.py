@@ -29,7 +29,7 @@ from ..train.data import read_folder
 from ..train.data.splits import subject_holdout
 from ..recognizer import load
 from ..train.evaluate import evaluate
-from ..train.finetune import from_model, measure_start, model_meta, save_start
+from ..train.finetune import from_model, measure_start, save_start
 from ..train.fit import fit, prepare
 from ..options import parse_kv
 from ..viz import plot_before_after
@@ -85,7 +85,7 @@ def run_point(model: str, point: dict, fold: Path, output: Path, test: bool) -> 
         metrics.update(evaluate(load(output / "best.safetensors"), cfg.dataset, cfg.data_root, classes=CLASSES))
         with tempfile.TemporaryDirectory() as tmp:   # the starting model, as the run measured it at epoch 0
             run = prepare(cfg, Path(tmp), device, None)
-            save_start(Path(tmp) / "start.safetensors", run.model, run.meta, model_meta(model))
+            save_start(Path(tmp) / "start.safetensors", run.model, run.meta, run.init_meta)
             metrics["start"] = measure_start(Path(tmp) / "start.safetensors", cfg, device)
         done.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

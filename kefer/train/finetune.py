@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import read_meta, save_model
 from ..models.network import KEFERModel
 from ..recognizer import load, resolve_checkpoint
 from .config import Config
@@ -29,7 +29,7 @@ SCHEDULE = {"lr": 1e-3, "epochs": 4, "warmup_epochs": 0, "select": "mean_accurac
 
 def model_meta(init: str) -> dict:
     """The metadata of checkpoint ``init`` (a run dir, a file or a shipped model's name)."""
-    return load_model(resolve_checkpoint(init))[1]
+    return read_meta(resolve_checkpoint(init))
 
 
 def from_model(cfg: Config, explicit: set[str]) -> Config:
@@ -67,8 +67,7 @@ def save_start(path: Path, model: KEFERModel, meta: dict, start_meta: dict) -> N
     """best.safetensors as the starting model: ``model`` (the starting weights with this run's class
     anchors), this run's ``meta`` with the starting model's stored operating point, so that kept
     unchanged it answers as the model did."""
-    operating = {k: v for k, v in (start_meta.get("operating") or {}).items()}
-    save_model(path, model.state_dict(), {**meta, "operating": operating, "epoch": 0})
+    save_model(path, model.state_dict(), {**meta, "operating": start_meta.get("operating") or {}, "epoch": 0})
 
 
 def measure_start(path: Path, cfg: Config, device: torch.device) -> dict:

@@ -136,6 +136,7 @@ class Run:
     best: dict
     text_pool: torch.Tensor | None = None   # [P, K, d] anchor sets to draw from (--template-sampling batch, worst)
     start: dict | None = None               # the starting model's figures (--init; ``finetune.measure_start``)
+    init_meta: dict | None = None           # the starting model's metadata (--init)
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch and validate: its history row."""
@@ -177,11 +178,11 @@ class Run:
         key = f"val_{self.cfg.select}"
         return row[key] > self.best.get(key, -1.0)
 
-    def begin_from_start(self, start_meta: dict) -> None:
+    def begin_from_start(self) -> None:
         """"Epoch 0" of a fine-tune: the starting model saved as best.safetensors and measured, so
         that selection keeps it unless an epoch beats it."""
         if dist.is_main():
-            save_start(self.output / "best.safetensors", self.model, self.meta, start_meta)
+            save_start(self.output / "best.safetensors", self.model, self.meta, self.init_meta)
         dist.barrier()
         self.start = measure_start(self.output / "best.safetensors", self.cfg, self.device)
         row = {"epoch": 0, "val_accuracy": self.start["val_accuracy"],
@@ -252,8 +253,9 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
     check_config(cfg)
     encoder = create_encoder(cfg.encoder, cfg.img_size, cfg.encoder_weights, batchnorm=cfg.batchnorm,
                             **cfg.encoder_kwargs)
-    if cfg.init:
-        encoder.mean, encoder.std = normalisation(model_meta(cfg.init))
+    init_meta = model_meta(cfg.init) if cfg.init else None
+    if init_meta is not None:
+        encoder.mean, encoder.std = normalisation(init_meta)
     train_set, val_set = datasets(cfg, encoder.mean, encoder.std)
     classes = train_set.classes
     prior = class_prior(train_set.targets, classes, cfg.balance)   # {class: probability in training}
@@ -300,7 +302,7 @@ def prepare(cfg: Config, output: Path, device: torch.device, state: dict | None)
     return Run(cfg, output, device, model, trained, train_loader, val_loader, optimizer, scheduler, scaler,
                loss_cfg, nu, checkpoint_meta(cfg, model, classes, text_id, prompts, prior),
                {"text_encoder": text_id, "prompts": prompts}, history, best,
-               None if pool is None else pool.to(device), start)
+               None if pool is None else pool.to(device), start, init_meta)
 
 
 def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
@@ -323,7 +325,7 @@ def fit(cfg: Config, output: str | Path, resume: bool = False) -> dict:
     if state is not None:
         log.info(f"resuming {output} after epoch {start}/{cfg.epochs}")
     elif cfg.init:
-        run.begin_from_start(model_meta(cfg.init))
+        run.begin_from_start()
 
     started = time.time()
     epoch = start
