@@ -57,7 +57,10 @@ class OnnxBackend:
     """An exported encoder in ONNX Runtime (CPU): ``(x [N, 3, S, S] float32) -> f [N, d] float32``.
 
     threads: ONNX Runtime's intra-op threads (None: torch's current CPU thread count, so
-    ``torch.set_num_threads`` in app.py and the benchmarks governs both backends alike).
+    ``torch.set_num_threads`` in app.py and the benchmarks governs both backends alike). Its threads
+    do not spin-wait between calls: each call is followed by face detection in torch, whose threads
+    a spinning pool would take the cores from (with spinning, ``kefer analyze`` on a video ran at
+    25 frames/s on 2 cores instead of about 40: ``benchmarks/bench_video.py``).
     """
 
     def __init__(self, path: str | Path, quantised: bool = False, threads: int | None = None):
@@ -66,6 +69,7 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
