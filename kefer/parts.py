@@ -169,10 +169,13 @@ class Manifest:
 class Outputs:
     """The CSV and JSON-lines files the user asked for. Rows are appended as each unit finishes, in
     one write per unit (a kill leaves whole rows of finished inputs only); ``rewrite`` writes them
-    whole, in input order, through a temporary file and a rename."""
+    whole, in input order, through a temporary file and a rename. With ``tracks``, ``rewrite`` also
+    gathers each video track's probabilities for a timeline plot (``viz.plot_timeline``):
+    ``self.tracks`` {(video, track id): [(time s, probabilities [K]), ...]}, whichever engine made the rows."""
 
-    def __init__(self, csv_path: str | None, json_path: str | None, fields: list[str]):
+    def __init__(self, csv_path: str | None, json_path: str | None, fields: list[str], tracks: bool = False):
         self.csv_path, self.json_path, self.fields = csv_path, json_path, fields
+        self.tracks = {} if tracks else None
 
     def _write(self, f, rows: Iterable[dict], kind: str, header: bool = False) -> None:
         if kind == "csv":
@@ -196,6 +199,13 @@ class Outputs:
         for path, kind in ((self.csv_path, "csv"), (self.json_path, "json")):
             if path:
                 atomic_write(path, lambda tmp, kind=kind: self._write_file(tmp, rows(), kind))
+        if self.tracks is not None:
+            self.tracks.clear()
+            probabilities = [f for f in self.fields if f.startswith("p_")]
+            for r in rows():
+                if int(r["track"]) >= 0:   # video faces (an image's face has track -1)
+                    self.tracks.setdefault((r["source"], int(r["track"])), []).append(
+                        (float(r["time"]), [float(r[p]) for p in probabilities]))
 
     def _write_file(self, tmp: Path, rows: Iterable[dict], kind: str) -> None:
         with open(tmp, "w", newline="") as f:

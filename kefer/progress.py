@@ -29,20 +29,24 @@ class Progress:
         terminal = sys.stderr.isatty()
         self.bar = tqdm(total=self.total, unit="frame", desc="analysing", disable=quiet or not terminal, smoothing=0.1)
         self.start = time.monotonic()
-        self.first = None   # (when, frames) at the first progress: the workers had started
+        self.first = None   # (when, frames): the workers had started (``started``, else the first progress)
         self.log_every, self.last_log = (None if quiet or terminal else log_every), self.start
         self._postfix()
 
     def frames(self, count: int) -> None:
         """``count``: frames (and images) analysed so far, in all workers together."""
         if count > self.n:
-            if not self.n:
+            if self.first is None:
                 self.first = (time.monotonic(), count)
             self.total = max(self.total, count)
             self.bar.total = self.total
             self.bar.update(count - self.n)
             self.n = count
         self._maybe_log()
+
+    def started(self) -> None:
+        """Every worker is ready: the frames/s after start-up count from now."""
+        self.first = (time.monotonic(), self.n)
 
     def inputs(self, done: int, failed: int) -> None:
         """Inputs finished so far: ``done`` analysed, ``failed`` reported as unreadable."""

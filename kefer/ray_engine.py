@@ -10,13 +10,15 @@ one at a time: a whole video (its tracks need its frames in order) or a batch of
 its part file by the worker itself (the parts folder must be shared with the workers, as the
 inputs are). An actor that dies is restarted and its unit retried (``RETRIES`` times): the part is
 rewritten whole under the same name and recorded once, so a retry adds no duplicate row. The
-driver keeps one unit in flight per actor, records finished units in order of completion, and asks
-the busy actors for their frames once a second for the progress display.
+driver waits until every actor has its model, keeps one unit in flight per actor, records finished
+units in order of completion, and asks the busy actors for their frames once a second for the
+progress display.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -89,10 +91,28 @@ def run_ray(collection, settings: Settings, batch: int, address: str | None = No
         log.info("Ray: %d worker(s), each %s and %d thread(s); %d node(s)", n, need, threads, len(ray.nodes()))
         remote = ray.remote(max_restarts=-1, max_task_retries=RETRIES, max_concurrency=2, **need)(Analyst)
         actors = [remote.remote(replace(settings, threads=threads)) for _ in range(n)]
+        ready(actors)
+        collection.progress.started()
         drive(collection, actors, deque(collection.units(batch)))
     finally:
         if started:
             ray.shutdown()
+
+
+def ready(actors: list) -> None:
+    """Wait until every actor has loaded its model (RuntimeError with the first actor's reason when
+    one cannot: a model or an input folder that a node does not have, say). The frames/s after
+    start-up are counted from here, not from the first actor's first frames."""
+    import ray
+    from ray.exceptions import RayError
+
+    start = time.monotonic()
+    try:
+        ray.get([actor.unit_frames.remote() for actor in actors])
+    except RayError as err:
+        reason = str(err).strip().splitlines()
+        raise RuntimeError(f"a Ray worker could not start: {reason[-1] if reason else err}") from err
+    log.info("Ray: %d worker(s) ready in %.1f s", len(actors), time.monotonic() - start)
 
 
 def drive(collection, actors: list, todo: deque) -> None:

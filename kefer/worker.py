@@ -58,12 +58,14 @@ class Worker:
     ``unit_frames``: frames and images of the current unit analysed so far (for the progress display)."""
 
     def __init__(self, settings: Settings, recognizer=None):
+        import cv2
         import torch
 
         import kefer
 
-        if settings.threads:
+        if settings.threads:   # torch's, so ONNX Runtime's (kefer.backend), and OpenCV's
             torch.set_num_threads(settings.threads)
+            cv2.setNumThreads(settings.threads)
         self.settings = settings
         self.rec = recognizer or kefer.load(settings.model, device=settings.device, backend=settings.backend,
                                             flip=settings.flip, balanced=settings.balanced, abstain=settings.abstain)

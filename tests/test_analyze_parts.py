@@ -104,6 +104,29 @@ def test_outputs_append_then_rewrite_whole(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_outputs_gather_each_video_tracks_probabilities_for_the_timeline(tmp_path):
+    outputs = Outputs(None, None, FIELDS, tracks=True)
+    video = [row("v.mp4", frame=f, track=t, p=0.1 * f) for f in range(3) for t in (0, 4)]
+    outputs.rewrite(lambda: iter([row("a.jpg"), *video]))
+    assert sorted(outputs.tracks) == [("v.mp4", 0), ("v.mp4", 4)]   # the photo's face is no track
+    assert [t for t, _ in outputs.tracks[("v.mp4", 4)]] == pytest.approx([0.0, 1 / 15, 2 / 15])
+    assert outputs.tracks[("v.mp4", 0)][2][1] == pytest.approx([0.2, 0.8])
+    outputs.rewrite(lambda: iter(video[:2]))   # rewritten: gathered afresh, not added to
+    assert [len(v) for v in outputs.tracks.values()] == [1, 1]
+
+
+def test_progress_counts_frames_per_second_from_when_the_workers_are_ready(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("kefer.progress.time.monotonic", lambda: clock[0])
+    progress = Progress(inputs=2, frames=100, quiet=True)
+    clock[0] = 130.0   # 30 s of start-up: Ray and each worker's model
+    progress.started()
+    clock[0] = 140.0
+    progress.frames(50)
+    assert progress.warm_rate() == pytest.approx(5.0)
+    assert progress.rate() == pytest.approx(50 / 40)
+
+
 def test_progress_says_inputs_frames_per_second_eta_and_failures(caplog):
     with caplog.at_level(logging.INFO, logger="kefer"):
         progress = Progress(inputs=4, frames=100, log_every=0.0)   # no terminal here: log lines

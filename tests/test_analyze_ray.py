@@ -95,8 +95,11 @@ def test_resume_after_the_driver_is_killed_adds_each_missing_row_once(collection
     process.communicate()
     before = rows_of(out)
     assert 0 < len(before) < len(reference)
-    output = finish(kefer_process([*ray_args(folder, out), "--resume"], LOOPBACK))
+    plot = tmp_path / "timeline.png"
+    output = finish(kefer_process([*ray_args(folder, out), "--resume", "--plot", str(plot)], LOOPBACK))
     assert "inputs finished before" in output
+    assert re.search(r"Ray: 2 worker\(s\) ready in", output)
+    assert plot.stat().st_size > 10_000 and f"timeline: {plot}" in output   # drawn from the rows
     rows = rows_of(out)
     assert_same_rows(rows, reference)
     assert {key(r) for r in before} <= {key(r) for r in rows}

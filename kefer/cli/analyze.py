@@ -83,8 +83,9 @@ def analyze(args) -> int:
     if args.video and len(inputs.videos) != 1:
         log.error("--video writes one annotated video: give exactly one video file (found %d)", len(inputs.videos))
         return 2
-    if args.engine == "ray" and (args.video or args.plot):
-        log.error("--video and --plot draw in this process: use them with --engine local")
+    if args.engine == "ray" and args.video:
+        log.error("--video draws the one video's frames in this process: use it with --engine local "
+                  "(a video is one unit of work, so Ray would not make it faster)")
         return 2
     folder = parts_folder(args)
     if args.resume and folder is None:
@@ -98,27 +99,22 @@ def analyze(args) -> int:
                         smoothing=not args.no_smoothing, whole_if_none=args.whole_if_none,
                         reference=read_reference(rec, args.reference), estimate=args.reference == "auto",
                         fmt=args.format)
-    outputs = Outputs(args.csv, args.json, row_fields(rec.classes))
+    outputs = Outputs(args.csv, args.json, row_fields(rec.classes), tracks=bool(args.plot))
     annotated = None
     if args.video:
         reader = VideoReader(inputs.videos[0])
         reader.capture.release()
         annotated = AnnotatedVideo(args.video, reader.fps)
-    timeline = {}
 
     def on_frame(path, frame):
-        if annotated:
-            annotated.write(frame.rgb, frame.faces)
-        if args.plot:
-            for face in frame.faces:
-                timeline.setdefault((path, face.track_id), []).append((frame.time, face.probabilities))
+        annotated.write(frame.rgb, frame.faces)
 
     temporary = folder is None
     folder = Path(tempfile.mkdtemp(prefix="kefer-parts-")) if temporary else folder
     try:
         summary = analyze_collection(inputs, settings, folder, outputs, engine=args.engine, resume=args.resume,
                                      batch=args.batch_size, keep_parts=args.keep_parts and not temporary,
-                                     quiet=args.quiet, recognizer=rec, on_frame=on_frame, address=args.address,
+                                     quiet=args.quiet, recognizer=rec, on_frame=on_frame if annotated else None, address=args.address,
                                      workers=args.workers)
     finally:
         if annotated:
@@ -138,10 +134,10 @@ def analyze(args) -> int:
     if annotated and annotated.writer is not None:
         log.info("annotated video: %s", args.video)
     if args.plot:
-        if timeline:
+        if outputs.tracks:
             from ..viz import plot_timeline   # matplotlib: only for --plot (the core install has none)
 
-            plot_timeline(timeline, rec.classes, args.plot)
+            plot_timeline(outputs.tracks, rec.classes, args.plot)
             log.info("timeline: %s", args.plot)
         else:
             log.warning("no timeline plot: no face was tracked in a video")
@@ -252,7 +248,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return analyze(args)
-    except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+    except (FileNotFoundError, ValueError, ImportError, OSError, RuntimeError) as err:
         log.error("error: %s", err)
         return 2
 
