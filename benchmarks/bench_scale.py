@@ -1,6 +1,6 @@
 """Scaling and long videos: ``kefer analyze`` single-process and on Ray with 1 and 2 workers.
 
-    python benchmarks/bench_scale.py                    # frames/s: local, Ray 1 worker, Ray 2 workers, ratio
+    python benchmarks/bench_scale.py                    # frames/s: local, Ray 1 worker (2 or 1 threads), 2 workers, ratios
     python benchmarks/bench_scale.py --memory           # peak RSS and frames/s over time, 1- vs 20-minute video
     python benchmarks/bench_scale.py --device cuda --batch-size 64   # where a GPU is lent
 
@@ -82,9 +82,9 @@ def rss_kb(pids: list[int], field: str = "VmRSS") -> int:
     return total
 
 
-def run(args: list[str], ray: bool = False, env: dict | None = None) -> dict:
+def run(args: list[str], ray: bool = False) -> dict:
     """One ``kefer analyze`` run -> wall seconds, peak RSS (MB, the sum over its process tree), its log."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     command = (LOOPBACK if ray else []) + [sys.executable, "-m", "kefer", "analyze", *args]
     start = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -158,22 +158,25 @@ def scale(args, ckplus: Path, tmp: Path) -> None:
         write_clip(folder / f"clip{i}.avi", ckplus, args.seconds * 15, offset=i)
     common = [str(folder), "--model", args.model, "--device", args.device, "--batch-size", str(args.batch_size),
               "--every", str(args.every)]
-    configs = (("single process", [], False, {}), ("single, 1 thread", [], False, {"OMP_NUM_THREADS": "1"}),
-               ("ray, 1 worker", ["--engine", "ray", "--workers", "1"], True, {}),
-               ("ray, 2 workers", ["--engine", "ray", "--workers", "2"], True, {}))
+    configs = (("single process", [], False), ("single, 1 thread", ["--threads", "1"], False),
+               ("ray, 1 worker", ["--engine", "ray", "--workers", "1"], True),
+               ("ray, 1 w, 1 thread", ["--engine", "ray", "--workers", "1", "--threads", "1"], True),
+               ("ray, 2 workers", ["--engine", "ray", "--workers", "2"], True))
     results = {}
-    for name, extra, ray, env in configs:
+    for name, extra, ray in configs:
         best = None
         for _ in range(args.repeat):
-            r = run([*common, "--csv", str(tmp / "out.csv"), *extra], ray=ray, env=env)
+            r = run([*common, "--csv", str(tmp / "out.csv"), *extra], ray=ray)
             frames, seconds = analysed(r["log"])
             if best is None or warm(r["log"]) > best[2]:
                 best = (frames, seconds, warm(r["log"]), r)
         frames, seconds, results[name], r = best
-        print(f"{name:16s} {results[name]:6.1f} frames/s after start-up; {frames / seconds:6.1f} with it ({frames} frames "
+        print(f"{name:18s} {results[name]:6.1f} frames/s after start-up; {frames / seconds:6.1f} with it ({frames} frames "
               f"in {seconds:.1f} s, {r['seconds']:.1f} s wall with the driver's start; peak RSS {r['peak_mb']:.0f} MB)")
-    print(f"scaling after start-up, Ray 2 workers / 1 worker: {results['ray, 2 workers'] / results['ray, 1 worker']:.2f}x; "
-          f"Ray 2 workers / single process: {results['ray, 2 workers'] / results['single process']:.2f}x")
+    two = results["ray, 2 workers"]
+    print(f"scaling after start-up, Ray 2 workers / 1 worker: {two / results['ray, 1 worker']:.2f}x "
+          f"(the 1 worker has both cores' threads); / 1 worker of 1 thread: {two / results['ray, 1 w, 1 thread']:.2f}x; "
+          f"Ray 2 workers / single process: {two / results['single process']:.2f}x")
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 """Video analysis throughput: ``kefer analyze`` on a 640x480 clip of real faces.
 
-    python benchmarks/bench_video.py [--model accurate-int8] [--seconds 10] [--every 3] [--threads 2]
+    python benchmarks/bench_video.py [--model accurate-int8] [--seconds 10] [--every 3] [--threads 2] [--batch-size 1 16]
 
 The clip is written first (MJPG .avi at 30 frames/s): real CK+ faces (48x48 crops upscaled to
 220x220), one at a time, drifting across a grey 640x480 frame, a new face every second. Then the
 command line's own path runs on it (``kefer.cli.main(["analyze", clip, "--csv", ...])``: decoding,
 detection every ``--every`` frames, tracking, smoothing, scoring, CSV rows) and the wall time
-gives frames per second, once without and once with an annotated output video.
+gives frames per second, once without and once with an annotated output video, for each
+``--batch-size`` (video frames whose faces are embedded together).
 """
 
 import argparse
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2: this machine's cores)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[16], help="kefer analyze --batch-size, each in turn")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,14 +60,17 @@ def main() -> None:
         n = write_clip(clip, Path(args.data) / "ckplus", args.seconds)
         print(f"{os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f}), {args.threads} thread(s); "
               f"{n} frames of 640x480 at 30 frames/s; model {args.model}, detection every {args.every} frames")
-        for label, extra in (("rows only", []), ("rows + annotated video", ["--video", str(Path(tmp) / "out.mp4")])):
+        runs = [(batch, label, extra) for batch in args.batch_size
+                for label, extra in (("rows only", []), ("rows + annotated video", ["--video", str(Path(tmp) / "out.mp4")]))]
+        for batch, label, extra in runs:
             start = time.perf_counter()
             code = kefer_cli(["analyze", str(clip), "--model", args.model, "--every", str(args.every), "--quiet",
-                              "--csv", str(Path(tmp) / "faces.csv"), *extra])
+                              "--csv", str(Path(tmp) / "faces.csv"), "--batch-size", str(batch), *extra])
             seconds = time.perf_counter() - start
             if code != 0:
                 sys.exit(f"kefer analyze failed with exit code {code}")
-            print(f"  {label:<24} {n / seconds:6.1f} frames/s ({seconds:.1f} s for {n} frames, model loading included)")
+            print(f"  batch {batch:<3} {label:<24} {n / seconds:6.1f} frames/s ({seconds:.1f} s for {n} frames, "
+                  f"model loading included)")
 
 
 if __name__ == "__main__":

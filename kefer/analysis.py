@@ -170,7 +170,7 @@ class ImageAnalyzer:
         features = self.rec.embed(crops, normalise=False)
         out, start = [], 0
         for faces, scale, size in found:
-            out.append(score_faces(self.rec, faces, features[start:start + len(faces)], prompts, scale, size,
+            out.append(score_faces(self.rec, faces, features[:len(faces)], prompts, scale, size,
                                    reference))
             start += len(faces)
         return out
@@ -248,19 +248,35 @@ class StreamAnalyzer:
 
     def update(self, frame, prompts: Prompts | None = None, smoothing: bool = True) -> list[FaceResult]:
         """One frame [H, W, 3] (any dtype or channel count ``to_rgb`` takes) -> its faces, scored."""
-        rgb = to_rgb(frame)
-        faces = self.tracker.update(rgb)
-        features = self.rec.embed([f.crop for f in faces], normalise=False)
+        return self.update_many([frame], prompts, smoothing)[0]
+
+    def update_many(self, frames: list, prompts: Prompts | None = None, smoothing: bool = True) -> list[list[FaceResult]]:
+        """Consecutive frames -> each one's faces, scored as ``update`` frame by frame would, but with
+        the face crops of all of them embedded in one batch (one encoder call: what a GPU needs, and
+        about half the time per face on 2 CPU threads)."""
+        rgbs = [to_rgb(frame) for frame in frames]
+        tracked = [self.tracker.update(rgb) for rgb in rgbs]
+        features = self.rec.embed([f.crop for faces in tracked for f in faces], normalise=False)
+        results, start = [], 0
+        for rgb, faces in zip(rgbs, tracked):
+            results.append(self._score(faces, features[start:start + len(faces)], rgb.shape[:2], prompts, smoothing))
+            start += len(faces)
+        return results
+
+    def _score(self, faces: list, features: np.ndarray, size: tuple, prompts: Prompts | None,
+               smoothing: bool) -> list[FaceResult]:
+        """One frame's tracked faces and their representations [N, d] -> FaceResults: smoothed per
+        track, scored plainly, against the reference, or against each track's estimated neutral face."""
         if smoothing and faces:
             features = self.smoother([f.track_id for f in faces], features)
         elif not smoothing:
             self.smoother.reset()
-        plain = score_faces(self.rec, faces, features, prompts, size=rgb.shape[:2], reference=self.reference)
+        plain = score_faces(self.rec, faces, features, prompts, size=size, reference=self.reference)
         if self.reference is not None or not self.estimate or not faces:
             return plain
         neutral = np.array([f.classes[f.index] == "neutral" for f in plain])
         estimates = self.estimates.update([f.track_id for f in faces], np.stack([f.embedding for f in plain]), neutral)
-        return [score_faces(self.rec, [face], features[i:i + 1], prompts, size=rgb.shape[:2], reference=ref)[0]
+        return [score_faces(self.rec, [face], features[i:i + 1], prompts, size=size, reference=ref)[0]
                 if ref is not None else plain[i] for i, (face, ref) in enumerate(zip(faces, estimates))]
 
 
@@ -324,16 +340,37 @@ class VideoReader:
             raise VideoError(f"{self.name}: the video has no readable frame.")
 
 
+def stream_frames(stream: StreamAnalyzer, reader: VideoReader, batch: int = 1, prompts: Prompts | None = None,
+                  smoothing: bool = True):
+    """Yield a VideoFrame per frame of ``reader``, its faces tracked and scored by ``stream``, the
+    faces of ``batch`` frames at a time embedded together (``StreamAnalyzer.update_many``; at most
+    ``batch`` frames are held)."""
+    chunk = []
+    for item in reader:
+        chunk.append(item)
+        if len(chunk) == batch:
+            yield from _scored(stream, chunk, prompts, smoothing)
+            chunk = []
+    yield from _scored(stream, chunk, prompts, smoothing)
+
+
+def _scored(stream: StreamAnalyzer, chunk: list, prompts: Prompts | None, smoothing: bool):
+    faces = stream.update_many([rgb for _, _, rgb in chunk], prompts, smoothing) if chunk else []
+    for (index, time, rgb), found in zip(chunk, faces):
+        yield VideoFrame(index, time, rgb, found)
+
+
 def analyze_video(recognizer, path, every: int = 3, window: int = 5, prompts: Prompts | None = None,
-                  smoothing: bool = True, reader: VideoReader | None = None, reference=None, estimate: bool = False):
+                  smoothing: bool = True, reader: VideoReader | None = None, reference=None, estimate: bool = False,
+                  batch: int = 1):
     """Yield a VideoFrame per frame of the video at ``path``, its faces tracked and scored
     (``StreamAnalyzer``; ``reference``: the person's neutral face; ``estimate``: each track's own,
-    estimated as it plays). Corrupt frames are skipped (``reader.skipped`` counts them)."""
+    estimated as it plays; ``batch``: frames whose faces are embedded together). Corrupt frames are
+    skipped (``reader.skipped`` counts them)."""
     reader = reader or VideoReader(path)
     stream = StreamAnalyzer(recognizer, every=every, window=window, reference=reference, estimate=estimate)
-    for index, time, rgb in reader:
-        yield VideoFrame(index, time, rgb, stream.update(rgb, prompts, smoothing))
+    yield from stream_frames(stream, reader, batch, prompts, smoothing)
 
 
 __all__ = ["FaceResult", "ImageAnalyzer", "StreamAnalyzer", "EmbeddingSmoother", "NeutralEstimates", "VideoReader", "VideoError",
-           "VideoFrame", "analyze_video", "ImageError"]
+           "VideoFrame", "analyze_video", "stream_frames", "ImageError"]

@@ -132,7 +132,7 @@ class Collection:
         return self.summary
 
 
-def run_local(collection: Collection, settings: Settings, batch: int, recognizer=None, on_frame=None) -> None:
+def run_local(collection: Collection, settings: Settings, recognizer=None, on_frame=None) -> None:
     """The single-process engine: one worker, unit after unit."""
     worker = Worker(settings, recognizer)
 
@@ -141,13 +141,13 @@ def run_local(collection: Collection, settings: Settings, batch: int, recognizer
         if on_frame:
             on_frame(path, video_frame)
 
-    for unit in collection.units(batch):
+    for unit in collection.units(settings.batch):
         collection.record(worker.run(unit, collection.folder, frame))
         collection.progress.frames(collection.summary.frames)
 
 
 def analyze_collection(inputs: Inputs, settings: Settings, folder: str | Path, outputs: Outputs,
-                       engine: str = "local", resume: bool = False, batch: int = 16, keep_parts: bool = False,
+                       engine: str = "local", resume: bool = False, keep_parts: bool = False,
                        quiet: bool = False, recognizer=None, on_frame=None, address: str | None = None,
                        workers: int | None = None) -> Summary:
     """Analyse every input not finished before (``resume``) into part files in ``folder`` and the
@@ -160,11 +160,11 @@ def analyze_collection(inputs: Inputs, settings: Settings, folder: str | Path, o
     collection = Collection(inputs, folder, outputs, resume, quiet)
     try:
         if engine == "local":
-            run_local(collection, settings, batch, recognizer, on_frame)
+            run_local(collection, settings, recognizer, on_frame)
         else:
             from .ray_engine import run_ray
 
-            run_ray(collection, settings, batch, address, workers)
+            run_ray(collection, settings, address, workers)
     except KeyboardInterrupt:
         collection.summary.interrupted = True
         log.warning("interrupted: the finished inputs' rows are written; --resume continues")

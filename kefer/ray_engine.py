@@ -1,8 +1,8 @@
 """The Ray engine: a collection's units on Ray actors, each holding one loaded model.
 
-    run_ray(collection, settings, batch=16, address=None, workers=None)   # an embedded local Ray
-    run_ray(collection, settings, batch=16, address="auto")               # the cluster on this node
-    run_ray(collection, settings, batch=16, address="ray://head:10001")  # a remote cluster (Ray Client)
+    run_ray(collection, settings, address=None, workers=None)   # an embedded local Ray
+    run_ray(collection, settings, address="auto")               # the cluster on this node
+    run_ray(collection, settings, address="ray://head:10001")  # a remote cluster (Ray Client)
 
 Without ``address`` it starts Ray inside this process's session, sized to the machine (every CPU,
 every GPU), and stops it at the end. Each actor (``Analyst``) loads the model once and runs units
@@ -79,7 +79,7 @@ def sizing(resources: dict, workers: int | None, device: str) -> tuple[int, dict
     return n, need, max(1, int(cpus // n))
 
 
-def run_ray(collection, settings: Settings, batch: int, address: str | None = None, workers: int | None = None) -> None:
+def run_ray(collection, settings: Settings, address: str | None = None, workers: int | None = None) -> None:
     """Analyse ``collection``'s units on Ray actors; see the module's docstring."""
     try:
         import ray
@@ -88,12 +88,13 @@ def run_ray(collection, settings: Settings, batch: int, address: str | None = No
     started = start(address)
     try:
         n, need, threads = sizing(ray.cluster_resources(), workers, settings.device)
+        threads = settings.threads or threads
         log.info("Ray: %d worker(s), each %s and %d thread(s); %d node(s)", n, need, threads, len(ray.nodes()))
         remote = ray.remote(max_restarts=-1, max_task_retries=RETRIES, max_concurrency=2, **need)(Analyst)
         actors = [remote.remote(replace(settings, threads=threads)) for _ in range(n)]
         ready(actors)
         collection.progress.started()
-        drive(collection, actors, deque(collection.units(batch)))
+        drive(collection, actors, deque(collection.units(settings.batch)))
     finally:
         if started:
             ray.shutdown()

@@ -3,9 +3,9 @@
     worker = Worker(Settings(model="accurate", every=3))
     entries = worker.run(Unit("video", ("clip.mp4",)), Path("faces.parts"))   # manifest entries
 
-A video unit is read frame by frame (``VideoReader``), its faces tracked and scored
-(``StreamAnalyzer``) and its rows streamed into the part file: memory does not grow with the
-video's length. An image unit detects faces image by image and embeds them in one batch. A broken
+A video unit is read frame by frame (``VideoReader``), its faces tracked, embedded ``batch``
+frames at a time and scored (``stream_frames``), and its rows streamed into the part file: memory
+does not grow with the video's length. An image unit detects faces image by image and embeds them in one batch. A broken
 input becomes a "failed" entry with a message for the user; the other inputs of its unit go on.
 The same worker runs in the single-process engine and inside each Ray actor.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .analysis import (PHOTO_MIN_FACE, PHOTO_SIDE, STREAM_MIN_FACE, STREAM_SIDE, ImageAnalyzer, StreamAnalyzer,
-                       VideoError, VideoFrame, VideoReader)
+                       VideoError, VideoFrame, VideoReader, stream_frames)
 from .collection import Unit, stat_key
 from .faces import FaceDetector, ImageError
 from .io import atomic_write
@@ -30,8 +30,9 @@ log = logging.getLogger("kefer")
 class Settings:
     """How to analyse: the model and its options (``kefer.load``), the video pipeline (detect every
     ``every`` frames, per-track smoothing, a person's ``reference`` or each track's ``estimate``d
-    one), ``whole_if_none`` for images, ``fmt`` of the part files, and ``threads`` for this worker
-    (None: leave torch's setting)."""
+    one), ``whole_if_none`` for images, ``batch``: images per unit and video frames whose faces are
+    embedded together, ``fmt`` of the part files, and ``threads`` for this worker (None: leave
+    torch's setting)."""
 
     model: str | None = None
     backend: str = "auto"
@@ -42,6 +43,7 @@ class Settings:
     every: int = 3
     smoothing: bool = True
     whole_if_none: bool = False
+    batch: int = 16
     reference: object = None
     estimate: bool = False
     fmt: str = "csv"
@@ -112,13 +114,12 @@ class Worker:
             detector = FaceDetector(s.device, self.rec.input_size, STREAM_SIDE, STREAM_MIN_FACE)
             stream = StreamAnalyzer(self.rec, detector, every=s.every, reference=s.reference, estimate=s.estimate)
             frames = faceless = rows = 0
-            for index, time, rgb in reader:
-                faces = stream.update(rgb, smoothing=s.smoothing)
-                writer.add(face_rows(path, index, time, faces))
-                frames, faceless, rows = frames + 1, faceless + (not faces), rows + len(faces)
+            for frame in stream_frames(stream, reader, s.batch, smoothing=s.smoothing):
+                writer.add(face_rows(path, frame.index, frame.time, frame.faces))
+                frames, faceless, rows = frames + 1, faceless + (not frame.faces), rows + len(frame.faces)
                 self.unit_frames += 1
                 if on_frame:
-                    on_frame(path, VideoFrame(index, time, rgb, faces))
+                    on_frame(path, frame)
         except (VideoError, ImageError) as err:
             return self._entry(path, "video", status="failed", error=str(err))
         except Exception as err:   # noqa: BLE001 - a broken input is reported, the run goes on

@@ -111,6 +111,25 @@ def test_video_tracks_keep_their_ids_and_label_a_happy_face(rec, ckplus_root, tm
     assert labels.count("happiness") >= 20
 
 
+def test_frames_embedded_in_batches_score_as_frame_by_frame(rec, ckplus_root, tmp_path):
+    """Two faces a frame, 22 frames in batches of 5 (the last one short): 12 frames of neutral faces,
+    then each frame's two people another expression's, each track scored against its own neutral
+    face once estimated: the same tracks, references and probabilities as one frame at a time."""
+    path = tmp_path / "two.avi"
+    classes = ["happiness", "surprise", "anger", "sadness", "fear"]
+    left = [("neutral", i % 3) for i in range(12)] + [(classes[i % 5], 0) for i in range(10)]
+    right = [("neutral", 3 + i % 3) for i in range(12)] + [(classes[(i + 2) % 5], 0) for i in range(10)]
+    write_video(path, [composite([ck_face(ckplus_root, c, k, side=180) for c, k in pair]) for pair in zip(left, right)])
+    one = list(analyze_video(rec, path, every=3, estimate=True))
+    many = list(analyze_video(rec, path, every=3, estimate=True, batch=5))
+    assert [f.index for f in many] == list(range(22)) and all(len(f.faces) == 2 for f in many)
+    assert {x.reference for f in one[-5:] for x in f.faces} == {"estimated"}
+    for a, b in zip(one, many):
+        assert [x.track_id for x in a.faces] == [x.track_id for x in b.faces]
+        assert np.allclose([x.probabilities for x in a.faces], [x.probabilities for x in b.faces], atol=1e-4)
+        assert [x.reference for x in a.faces] == [x.reference for x in b.faces]
+
+
 def test_cli_writes_rows_annotated_video_and_timeline(ckplus_root, tmp_path):
     video = tmp_path / "surprise.avi"
     write_video(video, face_clip(ckplus_root, "surprise", n=18))

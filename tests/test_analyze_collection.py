@@ -130,4 +130,5 @@ def test_resume_needs_the_runs_outputs(tmp_path, ckplus_root):
     make_collection(tmp_path / "in", ckplus_root, videos=0, images=1)
     assert cli(["analyze", str(tmp_path / "in"), "--resume", "--quiet"]) == 2
     assert cli(["analyze", str(tmp_path / "in"), "--batch-size", "0", "--quiet"]) == 2
+    assert cli(["analyze", str(tmp_path / "in"), "--threads", "0", "--quiet"]) == 2
     assert cli(["analyze", str(tmp_path / "in"), "--address", "auto", "--quiet"]) == 2   # needs --engine ray

@@ -91,14 +91,20 @@ def analyze(args) -> int:
     if args.resume and folder is None:
         log.error("--resume needs the run's outputs: give --csv, --json or --parts as before")
         return 2
+    if args.threads:   # before the model loads: ONNX Runtime takes torch's thread count then
+        import cv2
+        import torch
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     rec = kefer.load(args.model, device=args.device, backend=args.backend, flip=args.flip,
                      balanced=not args.no_balance, abstain=not args.no_abstain)
     log.info("model: %s", rec.summary)
     settings = Settings(model=args.model, backend=args.backend, device=args.device, flip=args.flip,
                         balanced=not args.no_balance, abstain=not args.no_abstain, every=args.every,
-                        smoothing=not args.no_smoothing, whole_if_none=args.whole_if_none,
-                        reference=read_reference(rec, args.reference), estimate=args.reference == "auto",
-                        fmt=args.format)
+                        smoothing=not args.no_smoothing, whole_if_none=args.whole_if_none, batch=args.batch_size,
+                        threads=args.threads, reference=read_reference(rec, args.reference),
+                        estimate=args.reference == "auto", fmt=args.format)
     outputs = Outputs(args.csv, args.json, row_fields(rec.classes), tracks=bool(args.plot))
     annotated = None
     if args.video:
@@ -113,7 +119,7 @@ def analyze(args) -> int:
     folder = Path(tempfile.mkdtemp(prefix="kefer-parts-")) if temporary else folder
     try:
         summary = analyze_collection(inputs, settings, folder, outputs, engine=args.engine, resume=args.resume,
-                                     batch=args.batch_size, keep_parts=args.keep_parts and not temporary,
+                                     keep_parts=args.keep_parts and not temporary,
                                      quiet=args.quiet, recognizer=rec, on_frame=on_frame if annotated else None, address=args.address,
                                      workers=args.workers)
     finally:
@@ -213,7 +219,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--list", action="append", metavar="FILE",
                    help="a file naming inputs, one path per line (relative to its folder; # comments)")
     a.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model and the face detector run")
-    a.add_argument("--batch-size", type=int, default=16, help="images per batch (their faces embedded together)")
+    a.add_argument("--batch-size", type=int, default=16, help="images per batch, and video frames, whose faces are embedded together (default 16)")
+    a.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of each worker (default: torch's own; with --engine ray, each node's CPUs "
+                        "shared out among its workers)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     c = p.add_argument_group("collections: part files, resume, Ray (docs/collections.md)")
     c.add_argument("--parts", metavar="DIR", help="where each input's rows go as it finishes, with the manifest "
@@ -235,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for name in ("every", "batch_size", "workers"):
+    for name in ("every", "batch_size", "workers", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             log.error("--%s must be 1 or more", name.replace("_", "-"))
             return 2
