@@ -32,9 +32,12 @@ OBJECT_STORE = 256 * 1024 ** 2   # bytes: results are small (manifest entries); 
 
 
 class Analyst:
-    """One Ray actor: a ``Worker`` (the model loaded once), a unit at a time."""
+    """One Ray actor: a ``Worker`` (the model loaded once), a unit at a time, in the driver's working
+    folder ``cwd`` (where the node has it: shared storage), so relative input paths mean the same."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, cwd: str):
+        if os.path.isdir(cwd):
+            os.chdir(cwd)
         self.worker = Worker(settings)
 
     def run(self, unit, folder: str) -> list[dict]:
@@ -91,7 +94,7 @@ def run_ray(collection, settings: Settings, address: str | None = None, workers:
         threads = settings.threads or threads
         log.info("Ray: %d worker(s), each %s and %d thread(s); %d node(s)", n, need, threads, len(ray.nodes()))
         remote = ray.remote(max_restarts=-1, max_task_retries=RETRIES, max_concurrency=2, **need)(Analyst)
-        actors = [remote.remote(replace(settings, threads=threads)) for _ in range(n)]
+        actors = [remote.remote(replace(settings, threads=threads), os.getcwd()) for _ in range(n)]
         ready(actors)
         collection.progress.started()
         drive(collection, actors, deque(collection.units(settings.batch)))
