@@ -33,7 +33,7 @@ def test_torchrun_two_processes_gloo(ferplus_root, tmp_path):
     torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
     cmd = [*torchrun.split(), "--nproc_per_node", "2", "train.py", "--dataset", "ferplus",
            "--data-root", str(ferplus_root), "--preset", "cpu", "--device", "cpu", "--max-train-samples", "256",
-           "--batch-size", "32", "--epochs", "1", "--output", str(tmp_path)]
+           "--batch-size", "32", "--epochs", "1", "--no-plots", "--output", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

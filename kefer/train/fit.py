@@ -218,6 +218,7 @@ def check_config(cfg: Config) -> None:
     """ValueError for options that cannot work together, before any data is read."""
     for template in cfg.templates:
         check_template(template)
+    LossConfig(cfg.loss_terms, cfg.lambdas, cfg.sc_form)   # unknown or clashing loss terms
     held_out = [t for t in cfg.templates if t in HELD_OUT_TEMPLATES + TUNING_TEMPLATES]
     if held_out:
         raise ValueError(f"{held_out} are kefer's held-out or tuning templates (kefer.train.template_sets.HELD_OUT_TEMPLATES, "
