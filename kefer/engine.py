@@ -6,8 +6,8 @@
     summary = analyze_collection(..., resume=True)     # skip inputs finished as they are now
 
 The ``Collection`` is the driver that both engines share: it skips finished inputs on resume,
-records each unit's entries in the manifest once its part is whole, appends its rows to the
-outputs, shows progress and, at the end, rewrites the outputs in input order from the parts.
+appends each unit's rows to the outputs once its part is whole and then records its entries in
+the manifest, shows progress and, at the end, rewrites the outputs in input order from the parts.
 The local engine runs one ``Worker`` in this process; ``kefer.ray_engine`` runs one per Ray actor.
 """
 from __future__ import annotations
@@ -100,9 +100,9 @@ class Collection:
         return units(self.images, self.videos, batch)
 
     def record(self, entries: list[dict]) -> None:
-        """A unit's entries, its part whole: into the manifest, its rows onto the outputs."""
-        self.manifest.record(entries)
-        self.summary.entries.extend(entries)
+        """A unit's entries, its part whole: its rows onto the outputs, then into the manifest, so
+        that a kill between the two leaves no input the manifest calls done without its rows in
+        the outputs (a resume rewrites the outputs from the parts, so no row is doubled either)."""
         sources = {e["input"] for e in entries if e["status"] == "done"}
         parts = {e["part"] for e in entries if e["status"] == "done"}
         chunk = []
@@ -113,6 +113,8 @@ class Collection:
                     self.outputs.append(chunk)
                     chunk = []
         self.outputs.append(chunk)
+        self.manifest.record(entries)
+        self.summary.entries.extend(entries)
         self.summary.frames += sum(e.get("frames", 0) for e in entries)
         done = sum(e["status"] == "done" for e in self.summary.entries)
         self.progress.inputs(done, len(self.summary.entries) - done)
