@@ -158,11 +158,9 @@ def test_time_budget_run_records_the_epochs_it_ran(tiny_folder, tmp_path):
     assert len(history(out)) == 2 and not (out / "tsne.png").exists()
 
 
-def test_training_on_vote_distributions(ferplus_root, tmp_path):
-    r = run_cli("train.py", "--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY,
-                "--max-train-samples", "100", "--epochs", "1", "--labels", "votes", "--no-plots", "--no-test",
-                "--output", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_training_on_vote_distributions(ferplus_root, tmp_path, train_here):
+    assert train_here(["--dataset", "ferplus", "--data-root", str(ferplus_root), *TINY, "--max-train-samples", "100",
+                       "--epochs", "1", "--labels", "votes", "--no-plots", "--no-test", "--output", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "config.json").read_text())["labels"] == "votes"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 < float(history(tmp_path)[0]["ce"]) and 0 < metrics["val_accuracy"] and "test_accuracy" not in metrics
@@ -248,6 +246,16 @@ def tiny_folder(ferplus_root, tmp_path_factory) -> Path:
             for path in [p for p, y in samples if y == k][:n]:
                 shutil.copy(path, root / split / name / path.name)
     return root
+
+
+@pytest.fixture
+def train_here(monkeypatch):
+    """``train.main`` in this process, for short runs (the imports are paid once: CI time)."""
+    import train
+    from kefer.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "log_to_console", lambda show=True: None)  # pytest captures the log
+    return train.main
 
 
 def tiny_run(tiny_folder, out: Path, epochs: int) -> list[str]:
@@ -388,7 +396,7 @@ def test_train_flags_are_the_config_fields():
     assert flags <= {f for f in Config.__dataclass_fields__} and "momentum" not in flags
 
 
-def test_text_augmentation_draws_a_template_per_batch(tiny_folder, tmp_path):
+def test_text_augmentation_draws_a_template_per_batch(tiny_folder, tmp_path, train_here, capsys):
     """--template-sampling batch trains against each template's own anchors in turn (a different run
     from their mean), keeps the mean as the model's anchors, and needs several templates."""
     import torch
@@ -398,24 +406,23 @@ def test_text_augmentation_draws_a_template_per_batch(tiny_folder, tmp_path):
     runs = {}
     for sampling in ("mean", "batch"):
         out = tmp_path / sampling
-        r = run_cli("train.py", *tiny_run(tiny_folder, out, 1), *templates, "--template-sampling", sampling,
-                    "--ce-adjust", "1")
-        assert r.returncode == 0, r.stderr[-3000:]
+        assert train_here([*tiny_run(tiny_folder, out, 1), *templates, "--template-sampling", sampling,
+                           "--ce-adjust", "1"]) == 0
         runs[sampling] = out
     assert history(runs["mean"])[0]["loss"] != history(runs["batch"])[0]["loss"]
     rec = kefer.load(runs["batch"], backend="torch")
     mean, _, _ = class_embeddings("orthogonal", rec.classes, ["This person is [CLS].", "A photo of a [CLS] face."])
     torch.testing.assert_close(torch.from_numpy(rec.prompts.anchors), mean)
-    r = run_cli("train.py", *tiny_run(tiny_folder, tmp_path / "one", 1), "--template-sampling", "batch")
-    assert r.returncode != 0 and "more than once" in r.stderr
+    capsys.readouterr()
+    assert train_here([*tiny_run(tiny_folder, tmp_path / "one", 1), "--template-sampling", "batch"]) == 2
+    assert "more than once" in capsys.readouterr().err
 
 
-def test_a_class_left_out_of_training_is_added_back_by_text(tiny_folder, tmp_path):
+def test_a_class_left_out_of_training_is_added_back_by_text(tiny_folder, tmp_path, train_here):
     """Trained on 2 of 3 classes, evaluated on all 3 with the third added by its prompt alone:
     the trained anchors stay as trained (orthogonal prototypes too) and the third class is scored."""
     out = tmp_path / "zs"
-    r = run_cli("train.py", *tiny_run(tiny_folder, out, 1), "--classes", "neutral,happiness")
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert train_here([*tiny_run(tiny_folder, out, 1), "--classes", "neutral,happiness"]) == 0
     r = run_cli("-m", "kefer", "evaluate", "--checkpoint", str(out), "--dataset", "folder", "--data-root",
                 str(tiny_folder), "--add-class", "surprise", "--output", str(tmp_path / "zs.json"))
     assert r.returncode == 0, r.stderr[-3000:]
