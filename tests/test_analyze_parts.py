@@ -1,5 +1,6 @@
 """The collection's bookkeeping, without a model: inputs and list files, part files (CSV, Parquet),
-the manifest (torn lines, changed inputs, orphans), the outputs and the progress line."""
+the manifest (torn lines, changed inputs, orphans), the outputs, the progress line and how Ray actors
+share out the CPUs and GPUs."""
 from __future__ import annotations
 
 import csv
@@ -135,3 +136,15 @@ def test_progress_says_inputs_frames_per_second_eta_and_failures(caplog):
         progress.close()
     line = caplog.records[-1].getMessage()
     assert line.startswith("inputs 3/4, 1 failed, 50 frames,") and "frames/s" in line and "ETA" in line
+
+
+def test_ray_sizing_shares_cpus_and_gpus_out_by_fractions():
+    from kefer.ray_engine import sizing
+
+    assert sizing({"CPU": 2.0}, None, "cpu") == (2, {"num_cpus": 1.0}, 1)          # one actor per CPU
+    assert sizing({"CPU": 2.0}, 1, "cpu") == (1, {"num_cpus": 1.0}, 2)             # one actor, both cores' threads
+    n, need, threads = sizing({"CPU": 16.0, "GPU": 1.0}, 4, "cuda")
+    assert (n, threads) == (4, 4) and need == {"num_cpus": 1.0, "num_gpus": 0.25}  # 4 actors share the GPU
+    assert sizing({"CPU": 2.0}, 4, "cpu")[1] == {"num_cpus": 0.5}
+    with pytest.raises(ValueError, match="no GPU"):
+        sizing({"CPU": 8.0}, 2, "cuda")
