@@ -63,3 +63,13 @@ def with_operating(dest: Path, strength: float | None, margin: float | None, sou
         operating["abstain"] = {"margin": margin, "precision": 0.95, "rule": "test", "val": {}}
     update_file_meta(dest, {"operating": operating})   # replaces whatever point the source stores
     return dest
+
+
+@pytest.fixture
+def train_here(monkeypatch):
+    """``kefer train`` in this process (``main(argv) -> exit code``), for short runs and refusals: the
+    imports are paid once (CI time), and kefer's log is left to pytest's capture."""
+    from kefer.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "log_to_console", lambda show=True: None)
+    return train_cli.main

@@ -21,16 +21,12 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def refused(capsys, monkeypatch):
-    """``kefer train`` in this process (the imports are paid once: CI time) for a run it must refuse:
-    ``refused(*args)`` checks the exit code is 2 and returns its stderr."""
-    from kefer.cli import train as train_cli
-
-    monkeypatch.setattr(train_cli, "log_to_console", lambda show=True: None)   # pytest captures the log
-
+def refused(capsys, train_here):
+    """``refused(*args)``: ``kefer train`` in this process for a run it must refuse; checks the exit
+    code is 2 and returns its stderr."""
     def call(*args) -> str:
         capsys.readouterr()
-        assert train_cli.main(list(args)) == 2
+        assert train_here(list(args)) == 2
         return capsys.readouterr().err
     return call
 

@@ -248,16 +248,6 @@ def tiny_folder(ferplus_root, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def train_here(monkeypatch):
-    """``train.main`` in this process, for short runs (the imports are paid once: CI time)."""
-    import train
-    from kefer.cli import train as train_cli
-
-    monkeypatch.setattr(train_cli, "log_to_console", lambda show=True: None)  # pytest captures the log
-    return train.main
-
-
 def tiny_run(tiny_folder, out: Path, epochs: int) -> list[str]:
     return ["--dataset", "folder", "--data-root", str(tiny_folder), "--preset", "cpu", "--img-size", "32",
             "--batch-size", "8", "--epochs", str(epochs), "--text-encoder", "orthogonal", "--no-plots",
@@ -309,18 +299,14 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tiny_folder, t
     assert_same_run(whole, killed)
 
 
-def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_folder, tmp_path, monkeypatch, caplog):
+def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_folder, tmp_path, monkeypatch, caplog, train_here):
     """A run that dies while writing epoch 2's last.pt leaves epoch 1's intact and no temp file; its
-    resume ends as the uninterrupted run (in-process, through train.main)."""
+    resume ends as the uninterrupted run (in-process, through kefer train's main)."""
     import torch
 
-    import train
-    from kefer.cli import train as train_cli
-
     monkeypatch.setenv("KEFER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(train_cli, "log_to_console", lambda show=True: None)  # pytest captures the log
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert train.main(tiny_run(tiny_folder, whole, 3)) == 0
+    assert train_here(tiny_run(tiny_folder, whole, 3)) == 0
     real_save, saves = torch.save, []
 
     def dies_mid_write(obj, f, *args, **kwargs):
@@ -332,12 +318,12 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_folder, tmp_path
 
     monkeypatch.setattr(torch, "save", dies_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        train.main(tiny_run(tiny_folder, killed, 3))
+        train_here(tiny_run(tiny_folder, killed, 3))
     monkeypatch.setattr(torch, "save", real_save)
     state = torch.load(killed / "last.pt", weights_only=True)
     assert state["epoch"] == 0 and len(state["history"]) == 1 and not list(killed.glob("*.tmp"))
     with caplog.at_level("INFO", logger="kefer"):
-        assert train.main([*tiny_run(tiny_folder, killed, 3), "--resume"]) == 0
+        assert train_here([*tiny_run(tiny_folder, killed, 3), "--resume"]) == 0
     assert f"resuming {killed} after epoch 1/3" in caplog.text and "ignored" not in caplog.text
     assert_same_run(whole, killed)
 
